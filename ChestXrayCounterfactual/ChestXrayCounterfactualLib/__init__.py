@@ -1,0 +1,24 @@
+"""ChestXrayCounterfactual's engine: read a chest radiograph, classify it, and explain a finding with
+a saliency map and a counterfactual image. Imports nothing from Slicer.
+
+    from ChestXrayCounterfactualLib import Explainer, read_radiograph
+    explanation = Explainer().explain(read_radiograph("chest.dcm"), finding="Cardiomegaly")
+
+Names are imported on first use, so ``import ChestXrayCounterfactualLib`` stays light (the training
+code and Slicer's module scanner need neither captum nor torch at import).
+"""
+from importlib import import_module
+
+_EXPORTS = {
+    "CancelledError": "engine", "Explainer": "engine", "Explanation": "engine", "NoFindingError": "engine",
+    "ExplainerError": "errors", "InputError": "errors", "WeightsError": "errors",
+    "ModelSet": "modelset", "load_model_set": "modelset",
+    "Radiograph": "reader", "read_radiograph": "reader",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,51 @@
+"""The engine's own exceptions: each carries one sentence a user can act on.
+
+Every entry point (library, CLI, Slicer logic) lets these through unchanged; anything else that
+escapes the reader is a bug, and the CLI reports it as such.
+"""
+from __future__ import annotations
+
+
+class ExplainerError(Exception):
+    """Base of every error the engine reports to a user instead of a traceback."""
+
+
+class InputError(ExplainerError):
+    """An input file that cannot be read or explained. ``str(error)`` names the file and the reason."""
+
+    def __init__(self, path: object, reason: str) -> None:
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+
+class NotAnImageError(InputError):
+    """Neither DICOM nor an image format we read (PNG, JPEG, NRRD, NIfTI, MHA)."""
+
+
+class NoPixelDataError(InputError):
+    """A DICOM object without an image (structured report, presentation state, RT plan, ...)."""
+
+
+class UnsupportedImageError(InputError):
+    """An image of a kind we do not explain (photometric interpretation, modality, dimensionality)."""
+
+
+class MissingDecoderError(InputError):
+    """Compressed pixel data whose decoder package is not installed."""
+
+
+class CorruptPixelDataError(InputError):
+    """Pixel data that is truncated or cannot be decoded."""
+
+
+class ImageSizeError(InputError):
+    """An image too small to explain or too large to hold."""
+
+
+class ConstantImageError(InputError):
+    """An image with one value everywhere: nothing for a classifier to see."""
+
+
+class WeightsError(ExplainerError):
+    """Model files that are missing, altered (sha256 mismatch) or not loadable safely."""

@@ -1,0 +1,92 @@
+"""The two networks the engine explains: a chest X-ray classifier and a convolutional autoencoder.
+
+Both take one grey channel in model space: a square 224x224 image with intensities in [0, 1]
+(bone bright). Each network carries its own normalisation, so every caller feeds the same tensor.
+"""
+from __future__ import annotations
+
+import torch
+import torchvision
+from torch import nn
+
+#: Mean and standard deviation the classifier subtracts/divides inside ``forward``.
+CLASSIFIER_NORMALISATION = (0.5, 0.25)
+
+
+class Classifier(nn.Module):
+    """Multi-label chest X-ray classifier: a torchvision ResNet-18 with one input channel.
+
+    ``forward`` returns one logit per finding; ``gradcam_layer`` is the last convolutional stage,
+    the layer Grad-CAM attributes to.
+    """
+
+    def __init__(self, findings: list[str], arch: str = "resnet18") -> None:
+        super().__init__()
+        if arch != "resnet18":
+            raise ValueError(f"unsupported classifier architecture {arch!r}")
+        self.findings = list(findings)
+        self.arch = arch
+        net = torchvision.models.resnet18(num_classes=len(self.findings))
+        net.conv1 = nn.Conv2d(1, 64, kernel_size=7, stride=2, padding=3, bias=False)
+        self.net = net
+        mean, std = CLASSIFIER_NORMALISATION
+        self.register_buffer("mean", torch.tensor(mean), persistent=False)
+        self.register_buffer("std", torch.tensor(std), persistent=False)
+
+    @property
+    def gradcam_layer(self) -> nn.Module:
+        return self.net.layer4
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net((x - self.mean) / self.std)
+
+
+class _ResBlock(nn.Module):
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.GroupNorm(8, channels), nn.SiLU(), nn.Conv2d(channels, channels, 3, padding=1),
+            nn.GroupNorm(8, channels), nn.SiLU(), nn.Conv2d(channels, channels, 3, padding=1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x)
+
+
+class Autoencoder(nn.Module):
+    """Convolutional autoencoder with a spatial latent (``latent_channels`` x 14 x 14 at 224 px).
+
+    The latent keeps a coarse map of the image, so an edit of the latent stays near where it is
+    made; the decoder ends in a sigmoid so reconstructions stay in model-space range [0, 1].
+    """
+
+    def __init__(self, latent_channels: int = 32, widths: tuple[int, ...] = (32, 64, 128, 256)) -> None:
+        super().__init__()
+        self.latent_channels = latent_channels
+        self.widths = tuple(widths)
+        encoder: list[nn.Module] = [nn.Conv2d(1, widths[0], 3, padding=1)]
+        previous = widths[0]
+        for width in widths:
+            encoder += [nn.Conv2d(previous, width, 4, stride=2, padding=1), _ResBlock(width)]
+            previous = width
+        encoder += [nn.GroupNorm(8, previous), nn.SiLU(), nn.Conv2d(previous, latent_channels, 1)]
+        self.encoder = nn.Sequential(*encoder)
+
+        decoder: list[nn.Module] = [nn.Conv2d(latent_channels, widths[-1], 3, padding=1), _ResBlock(widths[-1])]
+        previous = widths[-1]
+        for width in reversed(widths[:-1]):
+            decoder += [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(previous, width, 3, padding=1),
+                        _ResBlock(width)]
+            previous = width
+        decoder += [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(previous, 16, 3, padding=1),
+                    nn.SiLU(), nn.Conv2d(16, 1, 3, padding=1), nn.Sigmoid()]
+        self.decoder = nn.Sequential(*decoder)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encoder(x)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return self.decoder(z)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decode(self.encode(x))

@@ -1,0 +1,97 @@
+"""The bundled model set: classifier, autoencoder, decision thresholds and latent directions, as
+described by ``weights/model_card.json``. Every file's sha256 is checked against the card before it
+is loaded, and tensors are loaded with ``weights_only=True`` (no arbitrary unpickling)."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .errors import WeightsError
+from .geometry import MODEL_SIZE
+from .models import Autoencoder, Classifier
+
+CARD_NAME = "model_card.json"
+
+
+def default_weights_dir() -> Path:
+    """``$CXRCF_WEIGHTS``, else the repository's ``weights/``, else the Slicer module's ``Resources/weights``."""
+    if os.environ.get("CXRCF_WEIGHTS"):
+        return Path(os.environ["CXRCF_WEIGHTS"])
+    here = Path(__file__).resolve().parent
+    for candidate in (here.parents[1] / "weights", here.parent / "Resources" / "weights"):
+        if (candidate / CARD_NAME).exists():
+            return candidate
+    return here.parents[1] / "weights"
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verified_tensors(directory: Path, entry: dict) -> dict:
+    """Load one file of the card after checking it exists and its sha256 matches."""
+    path = directory / entry["file"]
+    if not path.is_file():
+        raise WeightsError(f"model file {path} is missing; restore it from the repository or release")
+    actual = sha256_of(path)
+    if actual != entry["sha256"]:
+        raise WeightsError(f"model file {path} does not match its model card (sha256 {actual[:12]}..., "
+                           f"expected {entry['sha256'][:12]}...); it was altered or corrupted")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise WeightsError(f"model file {path} cannot be loaded safely ({type(error).__name__})") from None
+
+
+@dataclass
+class ModelSet:
+    """Everything the engine needs to explain: two networks, findings, thresholds, directions."""
+
+    classifier: Classifier
+    autoencoder: Autoencoder
+    thresholds: dict[str, float]
+    directions: dict[str, torch.Tensor] = field(default_factory=dict)
+    size: int = MODEL_SIZE
+    name: str = "bundled"
+    file_hashes: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def findings(self) -> list[str]:
+        return self.classifier.findings
+
+    def index(self, finding: str) -> int:
+        matches = [i for i, f in enumerate(self.findings) if f.lower() == finding.lower()]
+        if not matches:
+            raise ValueError(f"unknown finding {finding!r}; this model knows {', '.join(self.findings)}")
+        return matches[0]
+
+
+def load_model_set(weights_dir: str | Path | None = None) -> ModelSet:
+    """Load and verify the model set described by ``weights_dir/model_card.json``."""
+    directory = Path(weights_dir) if weights_dir else default_weights_dir()
+    card_path = directory / CARD_NAME
+    if not card_path.is_file():
+        raise WeightsError(f"no model card at {card_path}; the weights folder is incomplete")
+    card = json.loads(card_path.read_text())
+    files = card["files"]
+    classifier = Classifier(card["findings"], card["classifier"]["architecture"])
+    classifier.load_state_dict({k: v.float() for k, v in verified_tensors(directory, files["classifier"]).items()})
+    autoencoder = Autoencoder(card["autoencoder"]["latent_channels"], tuple(card["autoencoder"]["widths"]))
+    autoencoder.load_state_dict({k: v.float() for k, v in verified_tensors(directory, files["autoencoder"]).items()})
+    directions = {}
+    if "directions" in files:
+        directions = {k: v.float() for k, v in verified_tensors(directory, files["directions"]).items()}
+    for module in (classifier, autoencoder):
+        module.eval().requires_grad_(False)
+    return ModelSet(classifier, autoencoder, {f: float(t) for f, t in card["thresholds"].items()}, directions,
+                    card.get("resolution", MODEL_SIZE), card.get("name", "bundled"),
+                    {k: v["sha256"] for k, v in files.items()})

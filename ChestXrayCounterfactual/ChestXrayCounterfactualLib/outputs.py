@@ -1,0 +1,143 @@
+"""Writing an explanation to disk: NRRD volumes on the input's own grid, an overview PNG, the
+latent-shift GIF and a JSON record. A folder is written under a temporary name and renamed into
+place only when complete, so an interrupted run never leaves a half-written result."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from .engine import Explainer, Explanation
+from .reader import WINDOW_KEY, Radiograph
+
+FILES = ("counterfactual.nrrd", "saliency.nrrd", "difference.nrrd", "overview.png", "frames.gif", "explanation.json")
+
+
+def write_volume(path: Path, array: np.ndarray, radiograph: Radiograph, window: tuple[float, float] | None) -> None:
+    """A 2D NRRD with the radiograph's spacing, origin and direction (LPS), compressed."""
+    import SimpleITK as sitk
+
+    image = sitk.GetImageFromArray(np.ascontiguousarray(array, dtype=np.float32))
+    image.SetSpacing(tuple(float(s) for s in radiograph.spacing))
+    image.SetOrigin(tuple(float(o) for o in radiograph.origin[:2]))
+    image.SetDirection(tuple(float(d) for d in np.asarray(radiograph.direction)[:2, :2].flatten()))
+    if window is not None:
+        image.SetMetaData(WINDOW_KEY, f"{window[0]:g} {window[1]:g}")
+    sitk.WriteImage(image, str(path), useCompression=True)
+
+
+def _thumbnail(array: np.ndarray, limit: int = 768) -> np.ndarray:
+    step = max(1, int(np.ceil(max(array.shape) / limit)))
+    return array[::step, ::step]
+
+
+def write_overview(path: Path, explanation: Explanation) -> None:
+    """Original | saliency overlay | counterfactual | difference, with the probabilities written on it."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    r = explanation.radiograph
+    original = _thumbnail(r.display())
+    shown_cf = Radiograph(explanation.counterfactual, r.window, inverted=r.inverted).display()
+    change = _thumbnail(shown_cf - r.display())
+    limit = max(float(np.abs(change).max()), 1e-3)
+    fig, axes = plt.subplots(1, 4, figsize=(16, 4.8), dpi=100)
+    panels = [("original", original), (f"saliency ({explanation.saliency_method})", original),
+              (f"counterfactual ({explanation.method})", _thumbnail(shown_cf)), ("difference", change)]
+    for ax, (title, image) in zip(axes, panels):
+        ax.imshow(image, cmap="gray" if title != "difference" else "RdBu_r", vmin=0 if title != "difference" else -limit,
+                  vmax=1 if title != "difference" else limit, interpolation="lanczos")
+        ax.set_title(title)
+        ax.axis("off")
+    axes[1].imshow(_thumbnail(explanation.saliency), cmap="inferno", alpha=0.45, vmin=0, vmax=1)
+    verdict = "flipped" if explanation.flipped else "NOT flipped"
+    fig.suptitle(f"{Path(r.source).name}: {explanation.finding} ({explanation.direction})   "
+                 f"p = {explanation.p_original:.3f} -> {explanation.p_counterfactual:.3f}   "
+                 f"threshold {explanation.threshold:.3f}: {verdict}", fontsize=13)
+    others = "   ".join(f"{f} {p:.2f}->{explanation.counterfactual_probabilities[f]:.2f}"
+                        for f, p in explanation.probabilities.items() if f != explanation.finding)
+    fig.text(0.5, 0.02, f"other findings: {others}   |   research and education only, not for diagnosis",
+             ha="center", fontsize=10)
+    fig.tight_layout(rect=(0, 0.05, 1, 0.93))
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def write_gif(path: Path, frames: list[tuple[np.ndarray, float]], explanation: Explanation) -> None:
+    from PIL import Image, ImageDraw
+
+    g = explanation.geometry
+    top, left = round(g.pad_top * g.size / g.side), round(g.pad_left * g.size / g.side)
+    bottom, right = g.size - top, g.size - left
+    images = []
+    for image, p in frames:
+        frame = Image.fromarray(np.uint8(np.clip(image[top:bottom, left:right], 0, 1) * 255)).resize(
+            ((right - left) * 2, (bottom - top) * 2), Image.Resampling.BICUBIC).convert("P")
+        ImageDraw.Draw(frame).text((6, 6), f"{explanation.finding} p={p:.2f}", fill=255)
+        images.append(frame)
+    durations = [150] * (len(images) - 1) + [900]
+    images[0].save(path, save_all=True, append_images=images[1:], duration=durations, loop=0)
+
+
+def explanation_record(explanation: Explanation, files: list[str], model_set: dict, anonymize: bool) -> dict:
+    r = explanation.radiograph
+    metadata = {k: v for k, v in r.metadata.items() if not (anonymize and k.endswith("_uid"))}
+    return {
+        "input": Path(r.source).name if anonymize else r.source,
+        "finding": explanation.finding, "method": explanation.method, "saliency": explanation.saliency_method,
+        "direction": explanation.direction, "p_original": explanation.p_original,
+        "p_reconstruction": explanation.reconstruction_probabilities[explanation.finding],
+        "p_counterfactual": explanation.p_counterfactual, "threshold": explanation.threshold,
+        "flipped": explanation.flipped, "probabilities_original": explanation.probabilities,
+        "probabilities_counterfactual": explanation.counterfactual_probabilities,
+        "seconds": explanation.seconds, "files": files,
+        "geometry": {"rows": r.shape[0], "columns": r.shape[1], "spacing_mm": list(r.spacing),
+                     "origin_lps": list(r.origin), "direction": np.asarray(r.direction).tolist(),
+                     "window": list(r.window)},
+        "details": explanation.details, "warnings": r.warnings, "source_metadata": metadata, "model_set": model_set,
+        "intended_use": "research and education, not for diagnosis",
+    }
+
+
+def write_explanation(folder: Path, explanation: Explanation, explainer: Explainer, *, overwrite: bool = False,
+                      anonymize: bool = False) -> dict:
+    """Write every output file into ``folder`` atomically; returns the JSON record written."""
+    import time
+
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    partial = folder.parent / f".{folder.name}.partial-{os.getpid()}"
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir()
+    try:
+        start = time.perf_counter()
+        r = explanation.radiograph
+        write_volume(partial / "counterfactual.nrrd", explanation.counterfactual, r, r.window)
+        write_volume(partial / "saliency.nrrd", explanation.saliency, r, (0.0, 1.0))
+        write_volume(partial / "difference.nrrd", explanation.difference, r, None)
+        write_overview(partial / "overview.png", explanation)
+        frames_start = time.perf_counter()
+        write_gif(partial / "frames.gif", explainer.frames(explanation), explanation)
+        explanation.seconds["animation"] = round(time.perf_counter() - frames_start, 4)
+        explanation.seconds["write"] = round(time.perf_counter() - start - explanation.seconds["animation"], 4)
+        explanation.seconds["total"] = round(sum(v for k, v in explanation.seconds.items() if k != "total"), 4)
+        model_set = {"name": explainer.models.name, "sha256": explainer.models.file_hashes}
+        record = explanation_record(explanation, list(FILES), model_set, anonymize)
+        (partial / "explanation.json").write_text(json.dumps(record, indent=2) + "\n")
+        if folder.exists():
+            if not overwrite:
+                raise FileExistsError(f"{folder} already exists")
+            old = folder.parent / f".{folder.name}.old-{os.getpid()}"
+            folder.replace(old)
+            partial.replace(folder)
+            shutil.rmtree(old)
+        else:
+            partial.replace(folder)
+        return record
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise

@@ -1,0 +1,343 @@
+"""Everything that creates or changes MRML nodes: explanation results as layers in the input's study.
+
+Qt-free, built on ``slicer.util`` and MRML classes only, so it runs in the Slicer application and in
+plain Python on the PyPI package ``slicer-core`` (a bare ``vtkMRMLScene``), and is tested there.
+
+Entry point: :func:`explain_volume`. For an input volume named ``<input>`` it creates, or on a rerun
+replaces, ``<input> saliency <finding>``, ``<input> counterfactual <finding>``, ``<input> difference
+<finding>``, the sequence ``<input> latent shift <finding>`` with its browser, and the table
+``<input> findings``, all under the input's study in the subject hierarchy. The input's voxels are
+never modified.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+import slicer
+
+from .engine import Explainer, Explanation, ProgressCallback
+from .reader import Radiograph, read_radiograph
+
+ATTRIBUTE = "ChestXrayCounterfactual"
+DEFAULT_METHOD = "latent-shift"
+DEFAULT_SALIENCY = "grad-cam"
+SALIENCY_COLOR = "ChestXrayCounterfactual Inferno"
+DIFFERENCE_COLOR = "ChestXrayCounterfactual DivergingBlueRed"
+#: Saliency below this fraction of its maximum is transparent, so the anatomy stays visible.
+SALIENCY_VISIBLE_FROM = 0.15
+
+_explainer: Explainer | None = None
+
+
+def explainer() -> Explainer:
+    """The engine with the bundled model set, loaded (and verified) once per process."""
+    global _explainer
+    if _explainer is None:
+        _explainer = Explainer()
+    return _explainer
+
+
+def source_file(volume_node) -> Path | None:
+    """The file a volume was loaded from: its storage node, or the DICOM database entry."""
+    storage = volume_node.GetStorageNode()
+    if storage is not None and storage.GetFileName() and Path(storage.GetFileName()).is_file():
+        return Path(storage.GetFileName())
+    uids = (volume_node.GetAttribute("DICOM.instanceUIDs") or "").split()
+    database = getattr(slicer, "dicomDatabase", None)
+    if uids and database is not None:
+        path = database.fileForInstance(uids[0])
+        if path and Path(path).is_file():
+            return Path(path)
+    return None
+
+
+def radiograph_from_volume(volume_node) -> Radiograph:
+    """The engine's view of a volume node: its voxels as they are, and how to display them.
+
+    Whether the node holds MONOCHROME1 values (and its window) is learned by comparing its voxels
+    with the source file read by the engine's reader, so it does not matter whether the loader
+    inverted MONOCHROME1 (GDCM does, DCMTK and Slicer's DICOM plugin do not).
+    """
+    pixels = slicer.util.arrayFromVolume(volume_node)
+    if pixels.ndim == 3:
+        pixels = pixels[0]
+    pixels = np.asarray(pixels, dtype=np.float32).copy()
+    spacing = tuple(float(s) for s in volume_node.GetSpacing()[:2])
+    window, inverted = None, False
+    path = source_file(volume_node)
+    if path is not None:
+        try:
+            reference = read_radiograph(path)
+        except Exception:  # an unreadable source only means we fall back to the display settings
+            reference = None
+        if reference is not None and reference.shape == pixels.shape:
+            shown = reference.display().ravel()
+            inside = (shown > 0.02) & (shown < 0.98)
+            if inside.sum() > 100:
+                x = pixels.ravel()[inside].astype(np.float64)
+                y = shown[inside].astype(np.float64)
+                slope = float(np.mean((x - x.mean()) * (y - y.mean())) / max(x.var(), 1e-12))
+                offset = float(y.mean() - slope * x.mean())
+                if abs(slope) > 0:
+                    inverted = slope < 0
+                    ends = sorted(((0 - offset) / slope, (1 - offset) / slope))
+                    window = (float(ends[0]), float(ends[1]))
+    if window is None:
+        display = volume_node.GetDisplayNode()
+        if display is not None and display.GetWindow() > 0:
+            window = (display.GetLevel() - display.GetWindow() / 2, display.GetLevel() + display.GetWindow() / 2)
+        else:
+            low, high = np.percentile(pixels, [0.5, 99.5])
+            window = (float(low), float(high) if high > low else float(low) + 1)
+        inverted = volume_node.GetAttribute(f"{ATTRIBUTE}.Inverted") == "1"
+    return Radiograph(pixels, window, spacing, inverted=inverted, source=volume_node.GetName(),
+                      metadata={"volume_node": volume_node.GetID(), "source_file": str(path or "")})
+
+
+def _color_table(name: str, colors: np.ndarray):
+    """A user colour table (saved with the scene), created once."""
+    scene = slicer.mrmlScene
+    node = scene.GetFirstNodeByName(name)
+    if node is None:
+        node = scene.AddNewNodeByClass("vtkMRMLColorTableNode", name)
+        node.SetTypeToUser()
+        node.SetNumberOfColors(len(colors))
+        node.NamesInitialisedOn()
+        for i, (r, g, b) in enumerate(colors):
+            node.SetColor(i, f"{i}", float(r), float(g), float(b), 1.0)
+    return node
+
+
+def _inferno() -> np.ndarray:
+    from matplotlib import colormaps
+
+    return colormaps["inferno"](np.linspace(0, 1, 256))[:, :3]
+
+
+def _diverging() -> np.ndarray:
+    from matplotlib import colormaps
+
+    return colormaps["RdBu_r"](np.linspace(0, 1, 256))[:, :3]
+
+
+def _output_volume(volume_node, role: str, finding: str, array: np.ndarray):
+    """The output node of one role for (input, finding): reused on a rerun, created otherwise."""
+    scene = slicer.mrmlScene
+    name = f"{volume_node.GetName()} {role} {finding}"
+    node = None
+    for candidate in slicer.util.getNodesByClass("vtkMRMLScalarVolumeNode"):
+        if (candidate.GetAttribute(f"{ATTRIBUTE}.Role") == role and candidate.GetAttribute(f"{ATTRIBUTE}.Finding") == finding
+                and candidate.GetAttribute(f"{ATTRIBUTE}.Source") == volume_node.GetID()):
+            node = candidate
+            break
+    if node is None:
+        node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", name)
+        node.SetAttribute(f"{ATTRIBUTE}.Role", role)
+        node.SetAttribute(f"{ATTRIBUTE}.Finding", finding)
+        node.SetAttribute(f"{ATTRIBUTE}.Source", volume_node.GetID())
+    node.SetName(name)
+    node.CopyOrientation(volume_node)
+    slicer.util.updateVolumeFromArray(node, np.ascontiguousarray(array, dtype=np.float32)[None])
+    node.SetNodeReferenceID(f"{ATTRIBUTE}.source", volume_node.GetID())
+    if node.GetDisplayNode() is None:
+        node.CreateDefaultDisplayNodes()
+    return node
+
+
+def _study_item(volume_node) -> int:
+    """The subject-hierarchy item outputs go under: the input's study, parent, or a new one."""
+    sh = slicer.mrmlScene.GetSubjectHierarchyNode()
+    item = sh.GetItemByDataNode(volume_node)
+    if not item:
+        item = sh.CreateItem(sh.GetSceneItemID(), volume_node)
+    study = sh.GetItemAncestorAtLevel(item, "Study")
+    if study:
+        return study
+    parent = sh.GetItemParent(item)
+    if parent and parent != sh.GetSceneItemID():
+        return parent
+    patient = sh.CreateSubjectItem(sh.GetSceneItemID(), f"{volume_node.GetName()} patient")
+    study = sh.CreateStudyItem(patient, f"{volume_node.GetName()} study")
+    sh.SetItemParent(item, study)
+    return study
+
+
+def _place(node, study: int) -> None:
+    sh = slicer.mrmlScene.GetSubjectHierarchyNode()
+    item = sh.GetItemByDataNode(node)
+    if item:
+        sh.SetItemParent(item, study)
+    else:
+        sh.CreateItem(study, node)
+
+
+def _style_saliency(node) -> None:
+    display = node.GetDisplayNode()
+    display.SetAndObserveColorNodeID(_color_table(SALIENCY_COLOR, _inferno()).GetID())
+    display.AutoWindowLevelOff()
+    display.SetWindowLevelMinMax(0.0, 1.0)
+    display.AutoThresholdOff()
+    display.SetThreshold(SALIENCY_VISIBLE_FROM, 1.0)
+    display.ApplyThresholdOn()
+    legend = None
+    for i in range(node.GetNumberOfDisplayNodes()):
+        if node.GetNthDisplayNode(i).IsA("vtkMRMLColorLegendDisplayNode"):
+            legend = node.GetNthDisplayNode(i)
+    if legend is None:
+        legend = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLColorLegendDisplayNode")
+        legend.SetAndObservePrimaryDisplayNode(display)
+        node.AddAndObserveDisplayNodeID(legend.GetID())
+    legend.SetTitleText("saliency")
+
+
+def _style_like_input(node, volume_node, inverted: bool) -> None:
+    source, display = volume_node.GetDisplayNode(), node.GetDisplayNode()
+    if source is not None:
+        display.SetAndObserveColorNodeID(source.GetColorNodeID())
+        display.SetAutoWindowLevel(source.GetAutoWindowLevel())
+        display.SetWindowLevel(source.GetWindow(), source.GetLevel())
+    if inverted:
+        display.SetAndObserveColorNodeID("vtkMRMLColorTableNodeInvertedGrey")
+
+
+def _style_difference(node, difference: np.ndarray) -> None:
+    display = node.GetDisplayNode()
+    display.SetAndObserveColorNodeID(_color_table(DIFFERENCE_COLOR, _diverging()).GetID())
+    limit = float(max(np.abs(difference).max(), 1e-6))
+    display.AutoWindowLevelOff()
+    display.SetWindowLevelMinMax(-limit, limit)
+
+
+def _findings_table(volume_node, explanation: Explanation, thresholds: dict[str, float], study: int):
+    name = f"{volume_node.GetName()} findings"
+    table = None
+    for candidate in slicer.util.getNodesByClass("vtkMRMLTableNode"):
+        if candidate.GetAttribute(f"{ATTRIBUTE}.Source") == volume_node.GetID():
+            table = candidate
+    if table is None:
+        table = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLTableNode", name)
+        table.SetAttribute(f"{ATTRIBUTE}.Source", volume_node.GetID())
+    table.RemoveAllColumns()
+    columns = {"Finding": list(explanation.probabilities), "Probability": list(explanation.probabilities.values()),
+               "Threshold": [thresholds[f] for f in explanation.probabilities],
+               "Above threshold": [int(p >= thresholds[f]) for f, p in explanation.probabilities.items()]}
+    import vtk
+
+    for title, values in columns.items():
+        array = vtk.vtkStringArray() if title == "Finding" else vtk.vtkDoubleArray()
+        array.SetName(title)
+        for value in values:
+            array.InsertNextValue(value)
+        table.AddColumn(array)
+    _place(table, study)
+    return table
+
+
+def _sequence(volume_node, explanation: Explanation, engine: Explainer, study: int):
+    scene = slicer.mrmlScene
+    name = f"{volume_node.GetName()} latent shift {explanation.finding}"
+    sequence = browser = None
+    for candidate in slicer.util.getNodesByClass("vtkMRMLSequenceNode"):
+        if (candidate.GetAttribute(f"{ATTRIBUTE}.Source") == volume_node.GetID()
+                and candidate.GetAttribute(f"{ATTRIBUTE}.Finding") == explanation.finding):
+            sequence = candidate
+    if sequence is None:
+        sequence = scene.AddNewNodeByClass("vtkMRMLSequenceNode", name)
+        sequence.SetAttribute(f"{ATTRIBUTE}.Source", volume_node.GetID())
+        sequence.SetAttribute(f"{ATTRIBUTE}.Finding", explanation.finding)
+    sequence.RemoveAllDataNodes()
+    sequence.SetIndexName("frame")
+    sequence.SetIndexUnit("")
+    frame = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "frame (scratch)")
+    try:
+        for i in range(len(explanation.path)):
+            frame.CopyOrientation(volume_node)
+            slicer.util.updateVolumeFromArray(frame, engine.frame_on_grid(explanation, i)[None])
+            sequence.SetDataNodeAtValue(frame, str(i))
+    finally:
+        scene.RemoveNode(frame)
+    for candidate in slicer.util.getNodesByClass("vtkMRMLSequenceBrowserNode"):
+        if candidate.GetMasterSequenceNode() is sequence:
+            browser = candidate
+    if browser is None:
+        browser = scene.AddNewNodeByClass("vtkMRMLSequenceBrowserNode", f"{name} browser")
+        browser.SetAndObserveMasterSequenceNodeID(sequence.GetID())
+    browser.SetPlaybackLooped(True)
+    browser.SetPlaybackRateFps(6.0)
+    logic = _sequences_logic()
+    if logic is not None:
+        logic.UpdateProxyNodesFromSequences(browser)
+    proxy = browser.GetProxyNode(sequence)
+    if proxy is not None:
+        _style_like_input(proxy, volume_node, radiograph_inverted(explanation))
+    for node in (sequence, browser) + ((proxy,) if proxy is not None else ()):
+        _place(node, study)
+    return sequence, browser
+
+
+def radiograph_inverted(explanation: Explanation) -> bool:
+    return explanation.radiograph.inverted
+
+
+def _sequences_logic():
+    app_logic = slicer.app.applicationLogic() if hasattr(slicer, "app") else getattr(slicer, "appLogic", None)
+    if app_logic is not None:
+        logic = app_logic.GetModuleLogic("Sequences")
+        if logic is not None:
+            return logic
+    logic = slicer.vtkSlicerSequencesLogic()
+    logic.SetMRMLScene(slicer.mrmlScene)
+    return logic
+
+
+def show_layers(background, foreground, opacity: float = 0.4) -> None:
+    """Original as background and saliency as foreground, in every slice view of the scene."""
+    for composite in slicer.util.getNodesByClass("vtkMRMLSliceCompositeNode"):
+        composite.SetBackgroundVolumeID(background.GetID())
+        composite.SetForegroundVolumeID(foreground.GetID() if foreground is not None else None)
+        composite.SetForegroundOpacity(opacity)
+
+
+def explain_volume(volume_node, finding: str | None = None, method: str | None = None, saliency: str | None = None,
+                   direction: str | None = None, engine: Explainer | None = None,
+                   progress: ProgressCallback | None = None) -> dict:
+    """Explain a radiograph volume and put the results in the scene; returns the nodes created.
+
+    Keys: ``saliency``, ``counterfactual``, ``difference`` (volume nodes), ``sequence`` and
+    ``sequence_browser``, ``findings_table``, and ``explanation`` (the engine's result).
+    """
+    if volume_node is None or not volume_node.IsA("vtkMRMLScalarVolumeNode"):
+        raise ValueError("choose a scalar volume (a radiograph) to explain")
+    engine = engine or explainer()
+    radiograph = radiograph_from_volume(volume_node)
+    explanation = engine.explain(radiograph, finding, method or DEFAULT_METHOD, saliency or DEFAULT_SALIENCY, direction,
+                                 progress=progress)
+    study = _study_item(volume_node)
+    finding = explanation.finding
+    nodes = {
+        "saliency": _output_volume(volume_node, "saliency", finding, explanation.saliency),
+        "counterfactual": _output_volume(volume_node, "counterfactual", finding, explanation.counterfactual),
+        "difference": _output_volume(volume_node, "difference", finding, explanation.difference),
+    }
+    _style_saliency(nodes["saliency"])
+    _style_like_input(nodes["counterfactual"], volume_node, radiograph.inverted)
+    _style_difference(nodes["difference"], explanation.difference)
+    if radiograph.inverted and volume_node.GetDisplayNode() is not None:
+        volume_node.GetDisplayNode().SetAndObserveColorNodeID("vtkMRMLColorTableNodeInvertedGrey")
+    figures = {"finding": finding, "method": explanation.method, "saliency": explanation.saliency_method,
+               "direction": explanation.direction, "p_original": explanation.p_original,
+               "p_counterfactual": explanation.p_counterfactual, "threshold": explanation.threshold,
+               "flipped": explanation.flipped, "seconds": explanation.seconds,
+               "model_set": engine.models.name}
+    for key, value in figures.items():
+        nodes["counterfactual"].SetAttribute(f"{ATTRIBUTE}.{key}", json.dumps(value) if not isinstance(value, str) else value)
+    for node in nodes.values():
+        _place(node, study)
+    nodes["sequence"], nodes["sequence_browser"] = _sequence(volume_node, explanation, engine, study)
+    nodes["findings_table"] = _findings_table(volume_node, explanation, engine.models.thresholds, study)
+    show_layers(volume_node, nodes["saliency"])
+    nodes["explanation"] = explanation
+    return nodes

@@ -1,0 +1,1 @@
+"""Training of the bundled classifier and autoencoder (``python -m ChestXrayCounterfactualLib.training``)."""

@@ -1,0 +1,25 @@
+# Two commands set everything up on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+SAMPLE := ChestXrayCounterfactual/Resources/SampleData/nih_chest_pa_cardiomegaly.dcm
+
+.PHONY: demo test clean-venv
+
+$(BIN)/.installed: requirements.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements.txt
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	touch $@
+
+demo: $(BIN)/.installed
+	$(BIN)/python -m ChestXrayCounterfactualLib predict $(SAMPLE)
+	$(BIN)/python -m ChestXrayCounterfactualLib explain $(SAMPLE) --out out --overwrite
+	@echo "Demo outputs written to $(CURDIR)/out/ (open out/*/overview.png)"
+
+test: $(BIN)/.installed
+	$(BIN)/python -m pytest -q
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,82 @@
+"""The command-line contract: JSON fields, files on the input's grid, exit codes, errors, atomic outputs."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from ChestXrayCounterfactualLib import read_radiograph
+from ChestXrayCounterfactualLib.outputs import FILES
+from conftest import SAMPLE
+
+
+def run(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "ChestXrayCounterfactualLib", *map(str, args)], cwd=cwd,
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_predict_json_lists_every_finding(tmp_path):
+    result = run("predict", SAMPLE, "--json", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout)
+    assert document[0]["input"] == str(SAMPLE)
+    assert {"Cardiomegaly", "Effusion"} <= set(document[0]["findings"])
+
+
+@pytest.fixture(scope="module")
+def explained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("explain")
+    bad = out / "broken.dcm"
+    bad.write_bytes(SAMPLE.read_bytes()[:5000])
+    result = run("explain", SAMPLE, bad, "--out", out / "results", cwd=out)
+    return out, bad, result
+
+
+def test_explain_writes_every_file_on_the_input_grid(explained):
+    out, _, result = explained
+    folder = out / "results" / SAMPLE.stem
+    assert sorted(p.name for p in folder.iterdir()) == sorted(FILES)
+    original = read_radiograph(SAMPLE)
+    for name in ("counterfactual.nrrd", "saliency.nrrd", "difference.nrrd"):
+        image = sitk.ReadImage(str(folder / name))
+        assert image.GetSize() == (original.shape[1], original.shape[0])
+        assert image.GetSpacing() == pytest.approx(original.spacing)
+    record = json.loads((folder / "explanation.json").read_text())
+    for key in ("input", "finding", "method", "saliency", "p_original", "p_counterfactual", "threshold", "flipped",
+                "seconds", "files"):
+        assert key in record
+    assert record["method"] == "latent-shift" and record["saliency"] == "grad-cam"
+    assert record["seconds"]["total"] > 0 and "counterfactual" in record["seconds"]
+    counterfactual = read_radiograph(folder / "counterfactual.nrrd")
+    assert counterfactual.window == original.window  # read back in, displayed like the input
+    difference = sitk.GetArrayFromImage(sitk.ReadImage(str(folder / "difference.nrrd")))
+    np.testing.assert_allclose(counterfactual.pixels - original.pixels, difference, atol=1e-3)
+
+
+def test_a_bad_file_gets_one_stderr_line_and_no_output(explained):
+    out, bad, result = explained
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and str(bad) in errors[0]
+    assert "Traceback" not in result.stderr
+    assert not (out / "results" / "broken").exists()
+    assert [p.name for p in (out / "results").iterdir()] == [SAMPLE.stem], "no partial or temporary folder"
+
+
+def test_rerun_skips_finished_outputs(explained):
+    out, _, _ = explained
+    folder = out / "results" / SAMPLE.stem
+    before = (folder / "explanation.json").read_text()
+    result = run("explain", SAMPLE, "--out", out / "results", cwd=out)
+    assert result.returncode == 0 and "skipped" in result.stderr
+    assert (folder / "explanation.json").read_text() == before
+
+
+def test_unknown_finding_is_a_clear_error(tmp_path):
+    result = run("explain", SAMPLE, "--out", tmp_path / "o", "--finding", "Fracture", cwd=tmp_path)
+    assert result.returncode == 1
+    assert "unknown finding 'Fracture'" in result.stderr and "Traceback" not in result.stderr

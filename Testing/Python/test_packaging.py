@@ -1,0 +1,70 @@
+"""Static checks of the Slicer packaging: what the build farm and the Extensions Index would reject."""
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from pathlib import Path
+
+from conftest import ROOT
+
+MODULE = ROOT / "ChestXrayCounterfactual"
+#: Keys and types of Slicer's slicer-extension-catalog-entry-schema-v1.0.1.json.
+SCHEMA = {"$schema": str, "category": str, "scm_url": str, "scm_revision": str, "scm_type": str,
+          "build_dependencies": list, "build_subdirectory": str, "enabled": bool, "tier": int}
+ACCEPTED_CATEGORIES = {"Analysis", "Image Synthesis", "Quantification"}
+
+
+def _cmake_list(text: str, variable: str) -> list[str]:
+    block = re.search(rf"set\({variable}\s+(.*?)\)", text, re.S).group(1)
+    return [line.strip() for line in block.splitlines() if line.strip() and not line.strip().startswith("#")]
+
+
+def test_every_module_script_and_resource_is_listed_in_the_module_cmakelists():
+    text = (MODULE / "CMakeLists.txt").read_text()
+    listed = {s.replace("${MODULE_NAME}", "ChestXrayCounterfactual") for s in _cmake_list(text, "MODULE_PYTHON_SCRIPTS")}
+    present = {str(p.relative_to(MODULE)) for p in MODULE.rglob("*.py") if "__pycache__" not in p.parts}
+    assert present == listed
+    resources = {s.replace("${MODULE_NAME}", "ChestXrayCounterfactual") for s in _cmake_list(text, "MODULE_PYTHON_RESOURCES")}
+    present = {str(p.relative_to(MODULE)) for p in (MODULE / "Resources").rglob("*") if p.is_file()}
+    assert present == resources
+    weights = set(_cmake_list(text, "MODEL_FILES"))
+    assert weights == {p.name for p in (ROOT / "weights").iterdir() if p.is_file()}
+    assert "WITH_GENERIC_TESTS" in text and "slicer_add_python_unittest" in text
+
+
+def test_extension_metadata_and_index_entry_agree():
+    top = (ROOT / "CMakeLists.txt").read_text()
+    assert re.search(r"project\(ChestXrayCounterfactual\)", top)
+    depends = re.search(r'set\(EXTENSION_DEPENDS "([^"]*)"\)', top).group(1).split()
+    category = re.search(r'set\(EXTENSION_CATEGORY "([^"]*)"\)', top).group(1)
+    raw = (ROOT / "ChestXrayCounterfactual.json").read_bytes()
+    assert b"\r\n" not in raw, "the index requires LF line endings"
+    entry = json.loads(raw)
+    assert {"$schema", "category", "scm_url"} <= set(entry) and set(entry) <= set(SCHEMA)
+    for key, value in entry.items():
+        assert isinstance(value, SCHEMA[key]), key
+    assert entry["build_dependencies"] == depends == ["PyTorch"]
+    assert entry["category"] == category and category in ACCEPTED_CATEGORIES
+    for key in ("EXTENSION_ICONURL", "EXTENSION_SCREENSHOTURLS"):
+        url = re.search(rf'set\({key} "([^"]*)"\)', top).group(1)
+        assert url.startswith("https://raw.githubusercontent.com/") and "?" not in url
+
+
+def test_icon_licence_and_repository_size():
+    from PIL import Image
+
+    with Image.open(ROOT / "ChestXrayCounterfactual.png") as icon:
+        assert icon.size == (128, 128)
+    assert (ROOT / "LICENSE").exists()
+    sizes = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout.split(b"\0")
+    total = sum((ROOT / name.decode()).stat().st_size for name in sizes if name and (ROOT / name.decode()).exists())
+    assert total < 60 * 2**20, f"tracked files take {total / 2**20:.1f} MB; the index limit is 100 MB for all history"
+
+
+def test_module_file_imports_nothing_third_party_at_file_scope():
+    source = (MODULE / "ChestXrayCounterfactual.py").read_text()
+    top_level = [line for line in source.splitlines() if re.match(r"(import|from) ", line)]
+    allowed = ("__future__", "logging", "os", "typing", "slicer", "vtk")
+    for line in top_level:
+        assert line.split()[1].split(".")[0] in allowed, line

@@ -1,0 +1,122 @@
+"""Scene code against Slicer's real MRML (slicer-core): DICOM -> volume -> explanation layers,
+subject hierarchy, sequence, colour tables, save to .mrb and reload, rerun replaces."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+slicer = pytest.importorskip("slicer", reason="needs slicer-core (pip install slicer-core)")
+
+from ChestXrayCounterfactualLib import scene as cxr_scene  # noqa: E402
+from conftest import MONOCHROME1, SAMPLE  # noqa: E402
+from mrml_scene import load_dicom_file, new_scene  # noqa: E402
+
+
+@pytest.fixture
+def mrml(tmp_path):
+    return new_scene(str(tmp_path / "cache"))
+
+
+def _ijk_to_ras(node) -> np.ndarray:
+    import vtk
+
+    matrix = vtk.vtkMatrix4x4()
+    node.GetIJKToRASMatrix(matrix)
+    return slicer.util.arrayFromVTKMatrix(matrix)
+
+
+@pytest.fixture
+def explained(mrml, explainer):
+    scene, _, volumes, slice_logic, _ = mrml
+    volume = load_dicom_file(volumes, SAMPLE)
+    original = slicer.util.arrayFromVolume(volume).copy()
+    nodes = cxr_scene.explain_volume(volume, engine=explainer)
+    return scene, volume, original, nodes, slice_logic
+
+
+def test_dicom_loads_with_its_geometry(mrml):
+    _, _, volumes, _, _ = mrml
+    volume = load_dicom_file(volumes, SAMPLE)
+    assert slicer.util.arrayFromVolume(volume).shape == (1, 320, 320)
+    assert volume.GetSpacing()[:2] == pytest.approx((1.1985, 1.1985))
+
+
+def test_outputs_lie_on_the_input_geometry_and_leave_it_untouched(explained):
+    scene, volume, original, nodes, _ = explained
+    np.testing.assert_array_equal(slicer.util.arrayFromVolume(volume), original)
+    for key in ("saliency", "counterfactual", "difference"):
+        node = nodes[key]
+        assert slicer.util.arrayFromVolume(node).shape == original.shape
+        np.testing.assert_allclose(_ijk_to_ras(node), _ijk_to_ras(volume))
+        assert node.GetName() == f"{volume.GetName()} {key} {nodes['explanation'].finding}"
+    counterfactual = slicer.util.arrayFromVolume(nodes["counterfactual"])
+    difference = slicer.util.arrayFromVolume(nodes["difference"])
+    np.testing.assert_allclose(counterfactual - original, difference, atol=1e-3)
+
+
+def test_colour_tables_layers_and_hierarchy(explained):
+    scene, volume, _, nodes, slice_logic = explained
+    saliency_display = nodes["saliency"].GetDisplayNode()
+    assert saliency_display.GetColorNode().GetName() == cxr_scene.SALIENCY_COLOR
+    assert saliency_display.GetApplyThreshold() and saliency_display.GetLowerThreshold() == pytest.approx(0.15)
+    assert nodes["difference"].GetDisplayNode().GetColorNode().GetName() == cxr_scene.DIFFERENCE_COLOR
+    composite = slice_logic.GetSliceCompositeNode()
+    assert composite.GetBackgroundVolumeID() == volume.GetID()
+    assert composite.GetForegroundVolumeID() == nodes["saliency"].GetID()
+    assert composite.GetForegroundOpacity() == pytest.approx(0.4)
+    sh = scene.GetSubjectHierarchyNode()
+    study = sh.GetItemAncestorAtLevel(sh.GetItemByDataNode(volume), "Study")
+    assert study
+    for key in ("saliency", "counterfactual", "difference", "sequence", "findings_table"):
+        assert sh.GetItemParent(sh.GetItemByDataNode(nodes[key])) == study, key
+    assert nodes["sequence"].GetNumberOfDataNodes() == len(nodes["explanation"].path) >= 2
+    assert nodes["sequence_browser"].GetPlaybackLooped()
+    table = nodes["findings_table"]
+    assert table.GetNumberOfRows() == len(nodes["explanation"].probabilities)
+    assert nodes["counterfactual"].GetAttribute("ChestXrayCounterfactual.flipped") in ("true", "false")
+
+
+def test_rerun_replaces_outputs_instead_of_piling_up(explained, explainer):
+    scene, volume, _, nodes, _ = explained
+    count = scene.GetNumberOfNodes()
+    again = cxr_scene.explain_volume(volume, finding=nodes["explanation"].finding, engine=explainer)
+    assert scene.GetNumberOfNodes() == count
+    for key in ("saliency", "counterfactual", "difference", "sequence", "findings_table"):
+        assert again[key] is nodes[key]
+
+
+def test_scene_saved_to_mrb_reloads_with_everything(explained, tmp_path):
+    scene, volume, _, nodes, _ = explained
+    for node in [volume, nodes["saliency"], nodes["counterfactual"], nodes["difference"], nodes["sequence"],
+                 nodes["findings_table"]] + [nodes["sequence_browser"].GetProxyNode(nodes["sequence"])]:
+        if node.GetStorageNode() is None:
+            node.AddDefaultStorageNode()
+    path = str(tmp_path / "explained.mrb")
+    assert scene.WriteToMRB(path)
+    reloaded, *_ = new_scene(str(tmp_path / "cache2"))
+    reloaded.SetURL(path)
+    assert reloaded.ReadFromMRB(path)
+    for key in ("saliency", "counterfactual", "difference"):
+        node = reloaded.GetFirstNodeByName(nodes[key].GetName())
+        assert node is not None, key
+        np.testing.assert_array_equal(slicer.util.arrayFromVolume(node), slicer.util.arrayFromVolume(nodes[key]))
+    saliency = reloaded.GetFirstNodeByName(nodes["saliency"].GetName())
+    assert saliency.GetDisplayNode().GetColorNode().GetName() == cxr_scene.SALIENCY_COLOR
+    assert reloaded.GetFirstNodeByName(nodes["sequence"].GetName()).GetNumberOfDataNodes() == \
+        nodes["sequence"].GetNumberOfDataNodes()
+    counterfactual = reloaded.GetFirstNodeByName(nodes["counterfactual"].GetName())
+    assert counterfactual.GetAttribute("ChestXrayCounterfactual.p_original") is not None
+
+
+def test_monochrome1_volume_is_detected_and_displayed_bone_bright(mrml, explainer):
+    _, _, volumes, _, _ = mrml
+    volume = load_dicom_file(volumes, MONOCHROME1)
+    radiograph = cxr_scene.radiograph_from_volume(volume)
+    from ChestXrayCounterfactualLib import read_radiograph
+
+    reference = read_radiograph(MONOCHROME1)
+    np.testing.assert_allclose(radiograph.display(), reference.display(), atol=0.01)
+    nodes = cxr_scene.explain_volume(volume, finding="Cardiomegaly", direction="add", engine=explainer)
+    shown_inverted = radiograph.inverted
+    color = nodes["counterfactual"].GetDisplayNode().GetColorNodeID()
+    assert (color == "vtkMRMLColorTableNodeInvertedGrey") == shown_inverted

@@ -1,0 +1,33 @@
+"""Shared fixtures: the committed sample files, the shared data folder (optional), the bundled models."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / "Testing" / "data"
+SHARED = ROOT.parent / "shared" / "data"
+SAMPLE_DATA = ROOT / "ChestXrayCounterfactual" / "Resources" / "SampleData"
+#: The demo radiograph: an NIH test-split patient with cardiomegaly, as CR DICOM.
+SAMPLE = SAMPLE_DATA / "nih_chest_pa_cardiomegaly.dcm"
+#: An NIH image wrapped by SIIM-ACR: CR, 8-bit, JPEG baseline.
+JPEG_BASELINE = SAMPLE_DATA / "chest_pa_cr_jpeg_baseline.dcm"
+MONOCHROME1 = DATA / "chest_pa_cr_monochrome1_15bit_j2k_lossless.dcm"
+FALSE_MONOCHROME1 = DATA / "chest_pa_cr_false_monochrome1.dcm"
+DX = DATA / "thorax_dx_monochrome1_8bit.dcm"
+
+
+def shared(*parts: str) -> Path:
+    """A path under ../shared/data, or skip the test with the reason."""
+    path = SHARED.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"needs the development data at {path} (not part of a user's clone)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def explainer():
+    from ChestXrayCounterfactualLib import Explainer
+
+    return Explainer()
