@@ -17,14 +17,13 @@ import numpy as np
 import torch
 
 from . import counterfactual as cf
+from .counterfactual import DEADBAND
 from .errors import ExplainerError
 from .geometry import ModelSpaceMap
 from .modelset import ModelSet, load_model_set
 from .reader import Radiograph
 from .saliency import saliency_map
 
-#: Display-intensity changes below this are treated as no change (one grey level of 256).
-DEADBAND = 1.0 / 255
 DIRECTIONS = ("remove", "add")
 
 
@@ -61,7 +60,9 @@ class Explanation:
     difference: np.ndarray
     model_original: np.ndarray
     model_reconstruction: np.ndarray
-    model_counterfactual: np.ndarray
+    model_counterfactual: np.ndarray  # input + change: the image the classifier judged
+    model_change: np.ndarray
+    model_change_weight: np.ndarray  # where change is allowed: the valid area, or the local method's region
     model_saliency: np.ndarray
     geometry: ModelSpaceMap
     seconds: dict[str, float]
@@ -156,7 +157,7 @@ class Explainer:
         with clock.stage("counterfactual"), torch.no_grad():
             z0 = models.autoencoder.encode(x)
             reconstruction = models.autoencoder.decode(z0)
-            problem = cf.LatentProblem(models, z0, reconstruction, models.classifier(reconstruction)[0], target,
+            problem = cf.LatentProblem(models, x, valid, z0, reconstruction, models.classifier(x)[0], target,
                                        threshold, -1 if direction == "remove" else 1)
             if method == "directions":
                 stored = models.directions.get(finding)
@@ -164,11 +165,10 @@ class Explainer:
                     raise ExplainerError(f"the model set has no latent directions for {finding}")
                 result = cf.along_directions(problem, stored, frames)
             else:
-                result = cf.latent_shift(problem, frames)
-                if method == "local":
-                    result = cf.local_optimisation(problem, sal[None, None], result, frames)
+                result = cf.local_counterfactual(problem, sal, frames) if method == "local" \
+                    else cf.latent_shift(problem, frames)
         with clock.stage("original_grid"):
-            change = ((result.image - reconstruction)[0, 0] * valid).numpy()
+            change = (result.image - x)[0, 0].numpy()
             change_on_grid = geometry.to_original(change)
             change_on_grid[np.abs(change_on_grid) < DEADBAND] = 0.0
             difference = radiograph.display_change_to_pixels(change_on_grid)
@@ -180,29 +180,36 @@ class Explainer:
         clock.seconds["total"] = round(sum(clock.seconds.values()), 4)
         return Explanation(
             radiograph=radiograph, finding=finding, method=method, saliency_method=saliency, direction=direction,
-            threshold=threshold, probabilities=probabilities, reconstruction_probabilities=sig(problem.logits),
+            threshold=threshold, probabilities=probabilities,
+            reconstruction_probabilities=sig(models.classifier(reconstruction)[0].detach()),
             counterfactual_probabilities=counterfactual_probabilities, flipped=bool(flipped),
             saliency=saliency_on_grid.astype(np.float32), counterfactual=counterfactual, difference=difference,
             model_original=x[0, 0].numpy(), model_reconstruction=reconstruction[0, 0].numpy(),
-            model_counterfactual=result.image[0, 0].numpy(), model_saliency=sal.numpy(), geometry=geometry,
+            model_counterfactual=result.image[0, 0].detach().numpy(), model_change=change,
+            model_change_weight=(result.weight if result.weight is not None else valid).numpy(),
+            model_saliency=sal.numpy(), geometry=geometry,
             seconds=clock.seconds, details={**result.details, "crossed": result.crossed}, path=result.path)
 
     @torch.no_grad()
-    def frames(self, explanation: Explanation) -> list[tuple[np.ndarray, float]]:
-        """The animation from the reconstruction to the counterfactual: (model-space image, p) per frame."""
-        target = self.models.index(explanation.finding)
-        out = []
-        for z in explanation.path:
-            image = self.models.autoencoder.decode(z)
-            out.append((image[0, 0].numpy(), float(torch.sigmoid(self.models.classifier(image)[0, target]))))
-        return out
+    def _frame_change(self, explanation: Explanation, index: int) -> torch.Tensor:
+        """Model-space change of animation frame ``index`` relative to the first (the input)."""
+        decode = self.models.autoencoder.decode
+        weight = torch.from_numpy(explanation.model_change_weight)
+        return (decode(explanation.path[index]) - decode(explanation.path[0]))[0, 0] * weight
 
     @torch.no_grad()
+    def frames(self, explanation: Explanation) -> list[tuple[np.ndarray, float]]:
+        """The animation from the input to the counterfactual: (model-space image, p) per frame."""
+        target = self.models.index(explanation.finding)
+        x = torch.from_numpy(explanation.model_original)
+        out = []
+        for index in range(len(explanation.path)):
+            image = (x + self._frame_change(explanation, index)).clamp(0, 1)
+            out.append((image.numpy(), float(torch.sigmoid(self.models.classifier(image[None, None])[0, target]))))
+        return out
+
     def frame_on_grid(self, explanation: Explanation, index: int) -> np.ndarray:
         """Frame ``index`` of the animation on the original grid, as original + change (pixel units)."""
-        image = self.models.autoencoder.decode(explanation.path[index])
-        valid = explanation.geometry.valid_mask().float()
-        change = explanation.geometry.to_original(((image - self.models.autoencoder.decode(explanation.path[0]))[0, 0]
-                                                   * valid).numpy())
+        change = explanation.geometry.to_original(self._frame_change(explanation, index).numpy())
         change[np.abs(change) < DEADBAND] = 0.0
         return (explanation.radiograph.pixels + explanation.radiograph.display_change_to_pixels(change)).astype(np.float32)

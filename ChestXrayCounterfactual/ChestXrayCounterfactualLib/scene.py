@@ -105,7 +105,6 @@ def _color_table(name: str, colors: np.ndarray):
         node = scene.AddNewNodeByClass("vtkMRMLColorTableNode", name)
         node.SetTypeToUser()
         node.SetNumberOfColors(len(colors))
-        node.NamesInitialisedOn()
         for i, (r, g, b) in enumerate(colors):
             node.SetColor(i, f"{i}", float(r), float(g), float(b), 1.0)
     return node

@@ -120,3 +120,28 @@ def test_monochrome1_volume_is_detected_and_displayed_bone_bright(mrml, explaine
     shown_inverted = radiograph.inverted
     color = nodes["counterfactual"].GetDisplayNode().GetColorNodeID()
     assert (color == "vtkMRMLColorTableNodeInvertedGrey") == shown_inverted
+
+
+def _blended_view(slice_logic) -> np.ndarray:
+    """The slice view's blended RGBA image, as Slicer's slice logic composes it (no OpenGL needed)."""
+    from vtk.util.numpy_support import vtk_to_numpy
+
+    producer = slice_logic.GetImageDataConnection().GetProducer()
+    producer.Update()
+    image = producer.GetOutputDataObject(0)
+    columns, rows, _ = image.GetDimensions()
+    return vtk_to_numpy(image.GetPointData().GetScalars()).reshape(rows, columns, -1)[..., :3].astype(float)
+
+
+def test_slice_view_shows_the_saliency_overlay_where_saliency_is_high(explained):
+    scene, volume, _, nodes, slice_logic = explained
+    slice_logic.ResizeSliceNode(256, 256)
+    slice_logic.FitSliceToBackground()
+    with_overlay = _blended_view(slice_logic)
+    slice_logic.GetSliceCompositeNode().SetForegroundVolumeID(None)
+    without = _blended_view(slice_logic)
+    colour_change = np.abs(with_overlay - without).sum(axis=2)
+    tinted = (np.abs(with_overlay[..., 0] - with_overlay[..., 2]) > 10).mean()
+    assert colour_change.max() > 50 and tinted > 0.05, "the inferno overlay must be visible over the radiograph"
+    untouched = (colour_change == 0).mean()
+    assert untouched > 0.05, "low saliency stays transparent (threshold)"
