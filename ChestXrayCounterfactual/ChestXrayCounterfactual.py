@@ -46,7 +46,7 @@ class ChestXrayCounterfactualParameterNode:
     inputVolume: slicer.vtkMRMLScalarVolumeNode
     finding: str = ""
     saliencyMethod: Annotated[str, Choice(SALIENCY_METHODS)] = "grad-cam"
-    counterfactualMethod: Annotated[str, Choice(COUNTERFACTUAL_METHODS)] = "latent-shift"
+    counterfactualMethod: Annotated[str, Choice(COUNTERFACTUAL_METHODS)] = "local"
     direction: Annotated[str, Choice(["auto", "remove", "add"])] = "auto"
     saliencyOpacity: Annotated[float, WithinRange(0.0, 1.0)] = 0.4
 
@@ -272,14 +272,14 @@ class ChestXrayCounterfactualLogic(ScriptedLoadableModuleLogic):
 
         return scene.explain_volume(volumeNode, finding, method, saliency, direction, progress=progress)
 
-    def explainFiles(self, paths, outputDir, finding=None, method="latent-shift", saliency="grad-cam",
-                     overwrite=False) -> int:
-        """The engine CLI's files for each input; returns the number of failed inputs (errors are logged)."""
+    def explainFiles(self, paths, outputDir, finding=None, method=None, saliency=None, overwrite=False) -> int:
+        """The engine CLI's files for each input; returns its exit code (0: all done, 1: some failed)."""
         from ChestXrayCounterfactualLib.cli import main
 
-        args = ["explain", *[str(p) for p in paths], "--out", str(outputDir), "--method", method, "--saliency", saliency]
-        if finding:
-            args += ["--finding", finding]
+        args = ["explain", *[str(p) for p in paths], "--out", str(outputDir)]
+        for option, value in (("--finding", finding), ("--method", method), ("--saliency", saliency)):
+            if value:
+                args += [option, value]
         if overwrite:
             args.append("--overwrite")
         return main(args)

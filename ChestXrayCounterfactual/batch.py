@@ -19,8 +19,8 @@ def main(argv):
     parser.add_argument("--input", required=True, type=Path, help="folder of DICOM or image files")
     parser.add_argument("--output", required=True, type=Path)
     parser.add_argument("--finding")
-    parser.add_argument("--method", default="latent-shift")
-    parser.add_argument("--saliency", default="grad-cam")
+    parser.add_argument("--method", help="latent-shift, local or directions (default: the engine's)")
+    parser.add_argument("--saliency", help="grad-cam, integrated-gradients, occlusion or smoothgrad")
     parser.add_argument("--overwrite", action="store_true")
     args = parser.parse_args(argv)
     from ChestXrayCounterfactual import ChestXrayCounterfactualLogic

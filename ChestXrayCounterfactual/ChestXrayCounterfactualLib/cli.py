@@ -38,8 +38,8 @@ def _parser() -> argparse.ArgumentParser:
     explain.add_argument("files", nargs="+", type=Path)
     explain.add_argument("--out", required=True, type=Path, help="output folder; one subfolder per input")
     explain.add_argument("--finding", help="finding to explain (default: the most probable above its threshold)")
-    explain.add_argument("--method", choices=counterfactual.METHODS, default="latent-shift")
-    explain.add_argument("--saliency", choices=saliency.METHODS, default="grad-cam")
+    explain.add_argument("--method", choices=counterfactual.METHODS, default=counterfactual.DEFAULT_METHOD)
+    explain.add_argument("--saliency", choices=saliency.METHODS, default=saliency.DEFAULT_METHOD)
     explain.add_argument("--direction", choices=("remove", "add"),
                          help="remove or add the finding (default: remove if present, add if absent)")
     explain.add_argument("--frames", type=int, default=8, help="frames of the animation")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import numpy as np
@@ -22,6 +22,7 @@ from .errors import ExplainerError
 from .geometry import ModelSpaceMap
 from .modelset import ModelSet, load_model_set
 from .reader import Radiograph
+from . import saliency as saliency_methods
 from .saliency import saliency_map
 
 DIRECTIONS = ("remove", "add")
@@ -127,8 +128,8 @@ class Explainer:
                                  "name one with --finding to explain it anyway")
         return max(above, key=lambda f: probabilities[f])
 
-    def explain(self, radiograph: Radiograph, finding: str | None = None, method: str = "latent-shift",
-                saliency: str = "grad-cam", direction: str | None = None, frames: int = 8,
+    def explain(self, radiograph: Radiograph, finding: str | None = None, method: str = cf.DEFAULT_METHOD,
+                saliency: str = saliency_methods.DEFAULT_METHOD, direction: str | None = None, frames: int = 8,
                 progress: ProgressCallback | None = None) -> Explanation:
         """Explain one finding of one radiograph.
 
@@ -157,25 +158,26 @@ class Explainer:
         with clock.stage("counterfactual"), torch.no_grad():
             z0 = models.autoencoder.encode(x)
             reconstruction = models.autoencoder.decode(z0)
-            problem = cf.LatentProblem(models, x, valid, z0, reconstruction, models.classifier(x)[0], target,
-                                       threshold, -1 if direction == "remove" else 1)
-            if method == "directions":
-                stored = models.directions.get(finding)
-                if stored is None:
-                    raise ExplainerError(f"the model set has no latent directions for {finding}")
-                result = cf.along_directions(problem, stored, frames)
-            else:
-                result = cf.local_counterfactual(problem, sal, frames) if method == "local" \
-                    else cf.latent_shift(problem, frames)
+            x_logits = models.classifier(x)[0]
+        for margin in cf.MARGINS:
+            with clock.stage("counterfactual"), torch.no_grad():
+                problem = cf.LatentProblem(models, x, valid, z0, reconstruction, x_logits, target, threshold,
+                                           -1 if direction == "remove" else 1, margin=margin)
+                result = self._counterfactual(problem, method, finding, sal, frames)
+            with clock.stage("original_grid"), torch.no_grad():
+                change = (result.image - x)[0, 0].numpy()
+                change_on_grid = geometry.to_original(change)
+                change_on_grid[np.abs(change_on_grid) < DEADBAND] = 0.0
+                difference = radiograph.display_change_to_pixels(change_on_grid)
+                counterfactual = (radiograph.pixels + difference).astype(np.float32)
+                shown = geometry.to_model(replace(radiograph, pixels=counterfactual).display())
+                verified = models.classifier(shown)[0]  # the classifier on exactly what is delivered
+            if not result.crossed or problem.crossed(verified):
+                break
         with clock.stage("original_grid"):
-            change = (result.image - x)[0, 0].numpy()
-            change_on_grid = geometry.to_original(change)
-            change_on_grid[np.abs(change_on_grid) < DEADBAND] = 0.0
-            difference = radiograph.display_change_to_pixels(change_on_grid)
-            counterfactual = (radiograph.pixels + difference).astype(np.float32)
             saliency_on_grid = geometry.to_original(sal.numpy()).clip(0, 1)
         sig = lambda logits: {f: float(torch.sigmoid(logits[i])) for i, f in enumerate(self.findings)}  # noqa: E731
-        counterfactual_probabilities = sig(result.logits)
+        counterfactual_probabilities = sig(verified)
         flipped = (probabilities[finding] >= threshold) != (counterfactual_probabilities[finding] >= threshold)
         clock.seconds["total"] = round(sum(clock.seconds.values()), 4)
         return Explanation(
@@ -188,7 +190,19 @@ class Explainer:
             model_counterfactual=result.image[0, 0].detach().numpy(), model_change=change,
             model_change_weight=(result.weight if result.weight is not None else valid).numpy(),
             model_saliency=sal.numpy(), geometry=geometry,
-            seconds=clock.seconds, details={**result.details, "crossed": result.crossed}, path=result.path)
+            seconds=clock.seconds, details={**result.details, "margin_logit": margin}, path=result.path)
+
+    @staticmethod
+    def _counterfactual(problem: cf.LatentProblem, method: str, finding: str, saliency: torch.Tensor,
+                        frames: int) -> cf.Counterfactual:
+        if method == "directions":
+            stored = problem.models.directions.get(finding)
+            if stored is None:
+                raise ExplainerError(f"the model set has no latent directions for {finding}")
+            return cf.along_directions(problem, stored, frames)
+        if method == "local":
+            return cf.local_counterfactual(problem, saliency, frames)
+        return cf.latent_shift(problem, frames)
 
     @torch.no_grad()
     def _frame_change(self, explanation: Explanation, index: int) -> torch.Tensor:

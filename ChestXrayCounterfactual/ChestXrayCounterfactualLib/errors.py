@@ -15,8 +15,8 @@ class InputError(ExplainerError):
 
     def __init__(self, path: object, reason: str) -> None:
         self.path = str(path)
-        self.reason = reason
-        super().__init__(f"{self.path}: {reason}")
+        self.reason = " ".join(reason.split())  # always one line
+        super().__init__(f"{self.path}: {self.reason}")
 
 
 class NotAnImageError(InputError):

@@ -141,6 +141,8 @@ def read_radiograph(path: str | Path) -> Radiograph:
         raise
     except MemoryError:
         raise ImageSizeError(path, "the image does not fit in memory") from None
+    except Exception as error:  # the reader's contract: our own error type, whatever the bytes are
+        raise CorruptPixelDataError(path, f"the file is corrupt or malformed ({type(error).__name__})") from None
 
 
 def _read_image(path: Path) -> Radiograph:
@@ -300,7 +302,7 @@ def _read_dicom(path: Path) -> Radiograph:
         raise
     except Exception as error:
         raise CorruptPixelDataError(path, f"the pixel data is truncated or cannot be decoded "
-                                          f"({type(error).__name__}: {str(error)[:120]})") from None
+                                          f"({type(error).__name__}: {' '.join(str(error).split())[:160]})") from None
     if array.ndim == 3 and array.shape[-1] == 3:
         array = _grey(array.astype(np.float32))
         notes.append(f"{photometric} image converted to grey")

@@ -13,6 +13,7 @@ from captum.attr import IntegratedGradients, LayerAttribution, LayerGradCam, Noi
 from .models import Classifier
 
 METHODS = ("grad-cam", "integrated-gradients", "occlusion", "smoothgrad")
+DEFAULT_METHOD = "grad-cam"
 
 
 def _smooth(attribution: torch.Tensor, sigma: float = 2.0) -> torch.Tensor:

@@ -18,12 +18,12 @@ import numpy as np
 
 import slicer
 
+from .counterfactual import DEFAULT_METHOD as DEFAULT_COUNTERFACTUAL
 from .engine import Explainer, Explanation, ProgressCallback
+from .saliency import DEFAULT_METHOD as DEFAULT_SALIENCY
 from .reader import Radiograph, read_radiograph
 
 ATTRIBUTE = "ChestXrayCounterfactual"
-DEFAULT_METHOD = "latent-shift"
-DEFAULT_SALIENCY = "grad-cam"
 SALIENCY_COLOR = "ChestXrayCounterfactual Inferno"
 DIFFERENCE_COLOR = "ChestXrayCounterfactual DivergingBlueRed"
 #: Saliency below this fraction of its maximum is transparent, so the anatomy stays visible.
@@ -312,7 +312,7 @@ def explain_volume(volume_node, finding: str | None = None, method: str | None =
         raise ValueError("choose a scalar volume (a radiograph) to explain")
     engine = engine or explainer()
     radiograph = radiograph_from_volume(volume_node)
-    explanation = engine.explain(radiograph, finding, method or DEFAULT_METHOD, saliency or DEFAULT_SALIENCY, direction,
+    explanation = engine.explain(radiograph, finding, method or DEFAULT_COUNTERFACTUAL, saliency or DEFAULT_SALIENCY, direction,
                                  progress=progress)
     study = _study_item(volume_node)
     finding = explanation.finding

@@ -49,7 +49,7 @@ def test_explain_writes_every_file_on_the_input_grid(explained):
     for key in ("input", "finding", "method", "saliency", "p_original", "p_counterfactual", "threshold", "flipped",
                 "seconds", "files"):
         assert key in record
-    assert record["method"] == "latent-shift" and record["saliency"] == "grad-cam"
+    assert record["method"] == "local" and record["saliency"] == "grad-cam"
     assert record["seconds"]["total"] > 0 and "counterfactual" in record["seconds"]
     counterfactual = read_radiograph(folder / "counterfactual.nrrd")
     assert counterfactual.window == original.window  # read back in, displayed like the input

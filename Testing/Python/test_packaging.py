@@ -68,3 +68,20 @@ def test_module_file_imports_nothing_third_party_at_file_scope():
     allowed = ("__future__", "logging", "os", "typing", "slicer", "vtk")
     for line in top_level:
         assert line.split()[1].split(".")[0] in allowed, line
+
+
+def test_every_widget_the_module_uses_is_in_the_ui_file_with_known_classes():
+    """Static check of the GUI wiring (the Widget itself only runs inside Slicer)."""
+    import xml.etree.ElementTree as ET
+
+    ui = ET.parse(MODULE / "Resources" / "UI" / "ChestXrayCounterfactual.ui")
+    widgets = {w.get("name"): w.get("class") for w in ui.iter("widget")}
+    used = set(re.findall(r"self\.ui\.(\w+)", (MODULE / "ChestXrayCounterfactual.py").read_text()))
+    assert used <= set(widgets), f"missing in the .ui: {used - set(widgets)}"
+    known = {"qMRMLWidget", "ctkCollapsibleButton", "qMRMLNodeComboBox", "ctkSliderWidget", "QPushButton", "QLabel",
+             "QComboBox", "QTableWidget"}
+    assert set(widgets.values()) <= known
+    bound = {p.find("string").text for p in ui.iter("property") if p.get("name") == "SlicerParameterName"}
+    module = (MODULE / "ChestXrayCounterfactual.py").read_text()
+    wrapper = module[module.index("class ChestXrayCounterfactualParameterNode"):module.index("class ChestXrayCounterfactualWidget")]
+    assert bound <= set(re.findall(r"^    (\w+):", wrapper, re.M))
