@@ -4,6 +4,7 @@ Thin by design: the Widget shows, the Logic delegates to the engine (``ChestXray
 whose ``scene`` module owns every MRML change. No third-party import happens at file scope: torch,
 captum and the rest are checked (and installed with consent) on first use.
 """
+
 from __future__ import annotations
 
 import logging
@@ -15,8 +16,12 @@ import vtk
 from slicer.i18n import tr as _
 from slicer.i18n import translate
 from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
-from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoadableModuleLogic,
-                                           ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
+from slicer.ScriptedLoadableModule import (
+    ScriptedLoadableModule,
+    ScriptedLoadableModuleLogic,
+    ScriptedLoadableModuleTest,
+    ScriptedLoadableModuleWidget,
+)
 from slicer.util import VTKObservationMixin
 
 SALIENCY_METHODS = ["grad-cam", "integrated-gradients", "occlusion", "smoothgrad"]
@@ -34,11 +39,13 @@ class ChestXrayCounterfactual(ScriptedLoadableModule):
             "Explain a chest X-ray classifier: findings with probabilities, a saliency map (where the model looked) "
             "and a counterfactual image (the same radiograph changed just enough for the model to change its mind). "
             "Research and education only, not for diagnosis. "
-            '<a href="https://github.com/ChestXrayCounterfactual/SlicerChestXrayCounterfactual">Documentation</a>.')
+            '<a href="https://github.com/ChestXrayCounterfactual/SlicerChestXrayCounterfactual">Documentation</a>.'
+        )
         self.parent.acknowledgementText = _(
             "Bundled models trained on NIH ChestX-ray14 (NIH Clinical Center; Wang et al., CVPR 2017) and the Hannover "
             "Medical School COVID-19 image repository (CC BY 3.0). Methods: Latent Shift (Cohen et al.), local "
-            "counterfactuals, EigenFind (CheXplaining in Style); saliency from captum.")
+            "counterfactuals, EigenFind (CheXplaining in Style); saliency from captum."
+        )
 
 
 @parameterNodeWrapper
@@ -123,8 +130,12 @@ class ChestXrayCounterfactualWidget(ScriptedLoadableModuleWidget, VTKObservation
             self.logic.setSaliencyOpacity(self._parameterNode.saliencyOpacity)
 
     def onLoadFile(self) -> None:
-        path = slicer.qt.QFileDialog.getOpenFileName(slicer.util.mainWindow(), _("Load a chest X-ray"), "",
-                                                     _("DICOM or image (*.dcm *.png *.jpg *.nrrd *.nii *.nii.gz *.mha);;All files (*)"))
+        path = slicer.qt.QFileDialog.getOpenFileName(
+            slicer.util.mainWindow(),
+            _("Load a chest X-ray"),
+            "",
+            _("DICOM or image (*.dcm *.png *.jpg *.nrrd *.nii *.nii.gz *.mha);;All files (*)"),
+        )
         if not path:
             return
         with slicer.util.tryWithErrorDisplay(_("Could not load the file."), waitCursor=True):
@@ -154,8 +165,9 @@ class ChestXrayCounterfactualWidget(ScriptedLoadableModuleWidget, VTKObservation
         if not self.logic.setupPythonRequirements():
             return
         p = self._parameterNode
-        dialog = slicer.util.createProgressDialog(labelText=_("Explaining..."), maximum=100,
-                                                  windowTitle=_("Chest X-ray Counterfactual"))
+        dialog = slicer.util.createProgressDialog(
+            labelText=_("Explaining..."), maximum=100, windowTitle=_("Chest X-ray Counterfactual")
+        )
 
         def progress(stage: str, fraction: float) -> bool:
             dialog.labelText = stage.replace("_", " ")
@@ -166,19 +178,28 @@ class ChestXrayCounterfactualWidget(ScriptedLoadableModuleWidget, VTKObservation
         try:
             with slicer.util.tryWithErrorDisplay(_("Could not explain the radiograph."), waitCursor=True):
                 self._lastNodes = self.logic.explainVolume(
-                    p.inputVolume, finding=p.finding or None, method=p.counterfactualMethod, saliency=p.saliencyMethod,
-                    direction=None if p.direction == "auto" else p.direction, progress=progress)
+                    p.inputVolume,
+                    finding=p.finding or None,
+                    method=p.counterfactualMethod,
+                    saliency=p.saliencyMethod,
+                    direction=None if p.direction == "auto" else p.direction,
+                    progress=progress,
+                )
                 e = self._lastNodes["explanation"]
-                self.ui.statusLabel.text = (f"{e.finding}: p {e.p_original:.3f} -> {e.p_counterfactual:.3f} "
-                                            f"(threshold {e.threshold:.3f}, {'flipped' if e.flipped else 'not flipped'}) "
-                                            f"in {e.seconds['total']:.1f} s")
+                self.ui.statusLabel.text = (
+                    f"{e.finding}: p {e.p_original:.3f} -> {e.p_counterfactual:.3f} "
+                    f"(threshold {e.threshold:.3f}, {'flipped' if e.flipped else 'not flipped'}) "
+                    f"in {e.seconds['total']:.1f} s"
+                )
                 self.logic.setSaliencyOpacity(p.saliencyOpacity)
         finally:
             dialog.close()
 
     def onShowLayer(self, index: int) -> None:
         if self._lastNodes:
-            self.logic.showLayer(self._parameterNode.inputVolume, self._lastNodes, ["original", "counterfactual", "difference"][index])
+            self.logic.showLayer(
+                self._parameterNode.inputVolume, self._lastNodes, ["original", "counterfactual", "difference"][index]
+            )
 
     def onColorMap(self, index: int) -> None:
         if self._lastNodes:
@@ -212,25 +233,33 @@ class ChestXrayCounterfactualLogic(ScriptedLoadableModuleLogic):
             import pydicom  # noqa: F401
             import torch  # noqa: F401
             import torchvision  # noqa: F401
+
             return True
         except ImportError:
             pass
         if askConfirmation and not slicer.util.confirmOkCancelDisplay(
-                _("Chest X-ray Counterfactual needs PyTorch, torchvision, captum and pydicom. Install them now? "
-                  "This downloads a few GB and may take several minutes.")):
+            _(
+                "Chest X-ray Counterfactual needs PyTorch, torchvision, captum and pydicom. Install them now? "
+                "This downloads a few GB and may take several minutes."
+            )
+        ):
             return False
         try:
             import PyTorchUtils
         except ModuleNotFoundError as error:
-            raise RuntimeError(_("Install the PyTorch extension from the Extensions Manager, then restart Slicer.")) from error
+            raise RuntimeError(
+                _("Install the PyTorch extension from the Extensions Manager, then restart Slicer.")
+            ) from error
         torchLogic = PyTorchUtils.PyTorchUtilsLogic()
         if not torchLogic.torchInstalled():
-            torchLogic.installTorch(askConfirmation=False, torchVersionRequirement=">=2.4",
-                                    torchvisionVersionRequirement=">=0.19")
+            torchLogic.installTorch(
+                askConfirmation=False, torchVersionRequirement=">=2.4", torchvisionVersionRequirement=">=0.19"
+            )
         requirements = self.resourcePath("requirements.txt")
         if hasattr(slicer, "packaging"):
-            slicer.packaging.pip_ensure(slicer.packaging.load_requirements(requirements),
-                                        requester="ChestXrayCounterfactual")
+            slicer.packaging.pip_ensure(
+                slicer.packaging.load_requirements(requirements), requester="ChestXrayCounterfactual"
+            )
         else:
             slicer.util.pip_install(["-r", requirements])
         return True
@@ -266,7 +295,9 @@ class ChestXrayCounterfactualLogic(ScriptedLoadableModuleLogic):
         engine = scene.explainer()
         return engine.predict(scene.radiograph_from_volume(volumeNode)), dict(engine.models.thresholds)
 
-    def explainVolume(self, volumeNode, finding=None, method=None, saliency=None, direction=None, progress=None) -> dict:
+    def explainVolume(
+        self, volumeNode, finding=None, method=None, saliency=None, direction=None, progress=None
+    ) -> dict:
         """Explain a volume; the created nodes by role (see ``ChestXrayCounterfactualLib.scene.explain_volume``)."""
         from ChestXrayCounterfactualLib import scene
 
@@ -289,13 +320,21 @@ class ChestXrayCounterfactualLogic(ScriptedLoadableModuleLogic):
             composite.SetForegroundOpacity(opacity)
 
     def setSaliencyColorMap(self, saliencyNode, name: str) -> None:
-        colorNode = slicer.mrmlScene.GetFirstNodeByName(name) or slicer.util.getFirstNodeByClassByName("vtkMRMLColorTableNode", name)
+        colorNode = slicer.mrmlScene.GetFirstNodeByName(name) or slicer.util.getFirstNodeByClassByName(
+            "vtkMRMLColorTableNode", name
+        )
         if colorNode:
             saliencyNode.GetDisplayNode().SetAndObserveColorNodeID(colorNode.GetID())
 
     def showLayer(self, inputVolume, nodes: dict, which: str) -> None:
-        background = {"original": inputVolume, "counterfactual": nodes["counterfactual"], "difference": nodes["difference"]}[which]
-        slicer.util.setSliceViewerLayers(background=background, foreground=nodes["saliency"] if which == "original" else None)
+        background = {
+            "original": inputVolume,
+            "counterfactual": nodes["counterfactual"],
+            "difference": nodes["difference"],
+        }[which]
+        slicer.util.setSliceViewerLayers(
+            background=background, foreground=nodes["saliency"] if which == "original" else None
+        )
 
     def compare(self, inputVolume, counterfactual) -> None:
         """Side-by-side linked views: original left, counterfactual right."""

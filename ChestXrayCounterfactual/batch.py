@@ -5,6 +5,7 @@
 Writes, per input, the same files as ``python -m ChestXrayCounterfactualLib explain`` and exits
 non-zero if any input failed. Progress is printed as each file is done.
 """
+
 import argparse
 import sys
 from pathlib import Path

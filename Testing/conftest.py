@@ -1,4 +1,5 @@
 """Shared fixtures: the committed sample files, the shared data folder (optional), the bundled models."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -7,13 +7,21 @@ a saliency map and a counterfactual image. Imports nothing from Slicer.
 Names are imported on first use, so ``import ChestXrayCounterfactualLib`` stays light (the training
 code and Slicer's module scanner need neither captum nor torch at import).
 """
+
 from importlib import import_module
 
 _EXPORTS = {
-    "CancelledError": "engine", "Explainer": "engine", "Explanation": "engine", "NoFindingError": "engine",
-    "ExplainerError": "errors", "InputError": "errors", "WeightsError": "errors",
-    "ModelSet": "modelset", "load_model_set": "modelset",
-    "Radiograph": "reader", "read_radiograph": "reader",
+    "CancelledError": "engine",
+    "Explainer": "engine",
+    "Explanation": "engine",
+    "NoFindingError": "engine",
+    "ExplainerError": "errors",
+    "InputError": "errors",
+    "WeightsError": "errors",
+    "ModelSet": "modelset",
+    "load_model_set": "modelset",
+    "Radiograph": "reader",
+    "read_radiograph": "reader",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -4,6 +4,7 @@ A file that cannot be read or explained gets one line on stderr naming it and th
 other files are still processed, and the exit code is 1 if any failed (130 if interrupted).
 ``--debug`` shows tracebacks instead.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,9 +26,11 @@ def _stem(path: Path) -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m ChestXrayCounterfactualLib",
-                                     description="Findings, saliency and counterfactual explanations of chest X-rays "
-                                                 "(research and education, not for diagnosis).")
+    parser = argparse.ArgumentParser(
+        prog="python -m ChestXrayCounterfactualLib",
+        description="Findings, saliency and counterfactual explanations of chest X-rays "
+        "(research and education, not for diagnosis).",
+    )
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     parser.add_argument("--weights", help="model set folder (default: the bundled weights)")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -40,8 +43,11 @@ def _parser() -> argparse.ArgumentParser:
     explain.add_argument("--finding", help="finding to explain (default: the most probable above its threshold)")
     explain.add_argument("--method", choices=counterfactual.METHODS, default=counterfactual.DEFAULT_METHOD)
     explain.add_argument("--saliency", choices=saliency.METHODS, default=saliency.DEFAULT_METHOD)
-    explain.add_argument("--direction", choices=("remove", "add"),
-                         help="remove or add the finding (default: remove if present, add if absent)")
+    explain.add_argument(
+        "--direction",
+        choices=("remove", "add"),
+        help="remove or add the finding (default: remove if present, add if absent)",
+    )
     explain.add_argument("--frames", type=int, default=8, help="frames of the animation")
     explain.add_argument("--overwrite", action="store_true", help="redo inputs whose output folder exists")
     explain.add_argument("--anonymize", action="store_true", help="keep no DICOM UIDs or input folder in the outputs")
@@ -100,8 +106,10 @@ def main(argv: list[str] | None = None) -> int:
                     findings = explainer.predict(radiograph)
                     results.append({"input": str(path), "findings": findings})
                     if not args.json:
-                        text = ", ".join(f"{f} {p:.3f}{'*' if p >= explainer.models.thresholds[f] else ''}"
-                                         for f, p in findings.items())
+                        text = ", ".join(
+                            f"{f} {p:.3f}{'*' if p >= explainer.models.thresholds[f] else ''}"
+                            for f, p in findings.items()
+                        )
                         print(f"{path}: {text}")
                     continue
                 stem = _stem(path)
@@ -115,13 +123,17 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 from .outputs import write_explanation
 
-                explanation = explainer.explain(radiograph, args.finding, args.method, args.saliency,
-                                                args.direction, args.frames)
-                record = write_explanation(folder, explanation, explainer, overwrite=args.overwrite,
-                                           anonymize=args.anonymize)
-                print(f"{path}: {record['finding']} p {record['p_original']:.3f} -> {record['p_counterfactual']:.3f} "
-                      f"(threshold {record['threshold']:.3f}, {'flipped' if record['flipped'] else 'not flipped'}) "
-                      f"in {record['seconds']['total']:.1f} s -> {folder}")
+                explanation = explainer.explain(
+                    radiograph, args.finding, args.method, args.saliency, args.direction, args.frames
+                )
+                record = write_explanation(
+                    folder, explanation, explainer, overwrite=args.overwrite, anonymize=args.anonymize
+                )
+                print(
+                    f"{path}: {record['finding']} p {record['p_original']:.3f} -> {record['p_counterfactual']:.3f} "
+                    f"(threshold {record['threshold']:.3f}, {'flipped' if record['flipped'] else 'not flipped'}) "
+                    f"in {record['seconds']['total']:.1f} s -> {folder}"
+                )
             except (ExplainerError, ValueError, OSError) as error:
                 failures += 1
                 fail(path, error)

@@ -10,6 +10,7 @@ classifier to cross its decision threshold for one finding.
 * ``directions`` (EigenFind idea, "CheXplaining in Style", arXiv:2207.07553): a few global latent
   directions per finding, computed once per model (``training/directions.py``); move along the best.
 """
+
 from __future__ import annotations
 
 import math
@@ -103,6 +104,12 @@ class Counterfactual:
     weight: torch.Tensor | None = None  # the (S, S) weight applied to changes, when not the valid area
 
 
+def _regula_falsi(lo_a: float, lo_h: float, hi_a: float, hi_h: float) -> float:
+    """Where the line through (lo_a, lo_h) and (hi_a, hi_h) crosses zero, kept inside the bracket."""
+    a = lo_a + (hi_a - lo_a) * (-lo_h) / max(hi_h - lo_h, 1e-6)
+    return min(max(a, lo_a + 0.1 * (hi_a - lo_a)), hi_a - 0.1 * (hi_a - lo_a))
+
+
 def line_search(problem: LatentProblem, direction: torch.Tensor, max_evaluations: int = 8) -> Counterfactual:
     """Smallest step ``a`` along unit ``direction`` (in units of |z0|) whose image crosses the threshold.
 
@@ -128,15 +135,13 @@ def line_search(problem: LatentProblem, direction: torch.Tensor, max_evaluations
                 hi = (a, h, z, image, logits)
             if h <= 0.5:
                 break
-            a = lo_a + (hi[0] - lo_a) * (-lo_h) / max(hi[1] - lo_h, 1e-6)
-            a = min(max(a, lo_a + 0.1 * (hi[0] - lo_a)), hi[0] - 0.1 * (hi[0] - lo_a))
+            a = _regula_falsi(lo_a, lo_h, hi[0], hi[1])
         else:
             lo_a, lo_h = a, h
             if float((image - problem.x).abs().mean()) > MAX_MEAN_CHANGE:
                 break
             if hi is not None:
-                a = lo_a + (hi[0] - lo_a) * (-lo_h) / max(hi[1] - lo_h, 1e-6)
-                a = min(max(a, lo_a + 0.1 * (hi[0] - lo_a)), hi[0] - 0.1 * (hi[0] - lo_a))
+                a = _regula_falsi(lo_a, lo_h, hi[0], hi[1])
             else:
                 slope = (lo_h - h0) / lo_a
                 a = lo_a + (-lo_h) / slope * 1.2 if slope > 1e-6 else 4 * lo_a
@@ -166,8 +171,7 @@ def latent_shift(problem: LatentProblem, frames: int = 8, hold_others: bool = Fa
     with torch.enable_grad():
         logits = problem.judge(z)[1]
         if hold_others:
-            rows = [torch.autograd.grad(logits[i], z, retain_graph=True)[0].flatten()
-                    for i in range(len(logits))]
+            rows = [torch.autograd.grad(logits[i], z, retain_graph=True)[0].flatten() for i in range(len(logits))]
             gradient = rows.pop(problem.target)
             if rows:
                 others = torch.stack(rows, 1)
@@ -179,8 +183,13 @@ def latent_shift(problem: LatentProblem, frames: int = 8, hold_others: bool = Fa
             gradient = z.grad.detach()
     norm = gradient.norm()
     if norm == 0:
-        return Counterfactual(problem.latent, problem.x, problem.logits, False,
-                              details={"reason": "the classifier's gradient is zero on this image"})
+        return Counterfactual(
+            problem.latent,
+            problem.x,
+            problem.logits,
+            False,
+            details={"reason": "the classifier's gradient is zero on this image"},
+        )
     result = line_search(problem, problem.sign * gradient / norm)
     result.path = path_between(problem.latent, result.latent, frames)
     return result
@@ -194,8 +203,15 @@ def saliency_region(saliency: torch.Tensor, valid: torch.Tensor, low: float = 0.
     return ((saliency - lo) / (hi - lo).clamp_min(1e-6)).clamp(0, 1) * valid
 
 
-def local_counterfactual(problem: LatentProblem, saliency: torch.Tensor, frames: int = 8, max_steps: int = 8,
-                         lr: float = 0.02, others_weight: float = 1.0, proximity_weight: float = 20.0) -> Counterfactual:
+def local_counterfactual(
+    problem: LatentProblem,
+    saliency: torch.Tensor,
+    frames: int = 8,
+    max_steps: int = 8,
+    lr: float = 0.02,
+    others_weight: float = 1.0,
+    proximity_weight: float = 20.0,
+) -> Counterfactual:
     """Saliency-guided local counterfactual (the seed paper's idea, with the penalty made a constraint).
 
     The seed paper penalises change outside the saliency mask 1e5 times more than inside; here the
@@ -205,7 +221,7 @@ def local_counterfactual(problem: LatentProblem, saliency: torch.Tensor, frames:
     shrinks the change while the threshold stays crossed.
     """
     evaluations = problem.evaluations
-    for low in (0.8, 0.5):
+    for low in (0.6, 0.3):
         local = replace(problem, region=saliency_region(saliency, problem.valid, low), evaluations=0)
         start = latent_shift(local, frames, hold_others=True)
         evaluations += local.evaluations
@@ -237,8 +253,13 @@ def local_counterfactual(problem: LatentProblem, saliency: torch.Tensor, frames:
         evaluations += local.evaluations
     best.weight = local.region
     best.path = path_between(problem.latent, best.latent, frames)
-    best.details = {**start.details, "optimisation_steps": steps, "evaluations": evaluations,
-                    "region_quantile": low, "region_area": round(float(local.region.mean()), 4)}
+    best.details = {
+        **start.details,
+        "optimisation_steps": steps,
+        "evaluations": evaluations,
+        "region_quantile": low,
+        "region_area": round(float(local.region.mean()), 4),
+    }
     return best
 
 
@@ -252,8 +273,13 @@ def along_directions(problem: LatentProblem, directions: torch.Tensor, frames: i
         if attempt.crossed:
             break
     if attempt is None:
-        return Counterfactual(problem.latent, problem.x, problem.logits, False,
-                              details={"reason": "no stored directions for this finding"})
+        return Counterfactual(
+            problem.latent,
+            problem.x,
+            problem.logits,
+            False,
+            details={"reason": "no stored directions for this finding"},
+        )
     attempt.path = path_between(problem.latent, attempt.latent, frames)
     attempt.details["evaluations"] = problem.evaluations
     return attempt

@@ -6,6 +6,7 @@ autoencoder made (decoded counterfactual minus decoded reconstruction), so the a
 blur never reaches the result; changes smaller than one grey level of an 8-bit display
 (``DEADBAND``) are dropped, so untouched regions keep every original pixel exactly.
 """
+
 from __future__ import annotations
 
 import time
@@ -124,13 +125,21 @@ class Explainer:
         above = [f for f, p in probabilities.items() if p >= self.models.thresholds[f]]
         if not above:
             summary = ", ".join(f"{f} {p:.2f} < {self.models.thresholds[f]:.2f}" for f, p in probabilities.items())
-            raise NoFindingError(f"no finding is above its decision threshold ({summary}); "
-                                 "name one with --finding to explain it anyway")
+            raise NoFindingError(
+                f"no finding is above its decision threshold ({summary}); name one with --finding to explain it anyway"
+            )
         return max(above, key=lambda f: probabilities[f])
 
-    def explain(self, radiograph: Radiograph, finding: str | None = None, method: str = cf.DEFAULT_METHOD,
-                saliency: str = saliency_methods.DEFAULT_METHOD, direction: str | None = None, frames: int = 8,
-                progress: ProgressCallback | None = None) -> Explanation:
+    def explain(
+        self,
+        radiograph: Radiograph,
+        finding: str | None = None,
+        method: str = cf.DEFAULT_METHOD,
+        saliency: str = saliency_methods.DEFAULT_METHOD,
+        direction: str | None = None,
+        frames: int = 8,
+        progress: ProgressCallback | None = None,
+    ) -> Explanation:
         """Explain one finding of one radiograph.
 
         ``direction`` is "remove" (push the probability below the threshold) or "add"; by default
@@ -161,8 +170,18 @@ class Explainer:
             x_logits = models.classifier(x)[0]
         for margin in cf.MARGINS:
             with clock.stage("counterfactual"), torch.no_grad():
-                problem = cf.LatentProblem(models, x, valid, z0, reconstruction, x_logits, target, threshold,
-                                           -1 if direction == "remove" else 1, margin=margin)
+                problem = cf.LatentProblem(
+                    models,
+                    x,
+                    valid,
+                    z0,
+                    reconstruction,
+                    x_logits,
+                    target,
+                    threshold,
+                    -1 if direction == "remove" else 1,
+                    margin=margin,
+                )
                 result = self._counterfactual(problem, method, finding, sal, frames)
             with clock.stage("original_grid"), torch.no_grad():
                 change = (result.image - x)[0, 0].numpy()
@@ -181,20 +200,35 @@ class Explainer:
         flipped = (probabilities[finding] >= threshold) != (counterfactual_probabilities[finding] >= threshold)
         clock.seconds["total"] = round(sum(clock.seconds.values()), 4)
         return Explanation(
-            radiograph=radiograph, finding=finding, method=method, saliency_method=saliency, direction=direction,
-            threshold=threshold, probabilities=probabilities,
+            radiograph=radiograph,
+            finding=finding,
+            method=method,
+            saliency_method=saliency,
+            direction=direction,
+            threshold=threshold,
+            probabilities=probabilities,
             reconstruction_probabilities=sig(models.classifier(reconstruction)[0].detach()),
-            counterfactual_probabilities=counterfactual_probabilities, flipped=bool(flipped),
-            saliency=saliency_on_grid.astype(np.float32), counterfactual=counterfactual, difference=difference,
-            model_original=x[0, 0].numpy(), model_reconstruction=reconstruction[0, 0].numpy(),
-            model_counterfactual=result.image[0, 0].detach().numpy(), model_change=change,
+            counterfactual_probabilities=counterfactual_probabilities,
+            flipped=bool(flipped),
+            saliency=saliency_on_grid.astype(np.float32),
+            counterfactual=counterfactual,
+            difference=difference,
+            model_original=x[0, 0].numpy(),
+            model_reconstruction=reconstruction[0, 0].numpy(),
+            model_counterfactual=result.image[0, 0].detach().numpy(),
+            model_change=change,
             model_change_weight=(result.weight if result.weight is not None else valid).numpy(),
-            model_saliency=sal.numpy(), geometry=geometry,
-            seconds=clock.seconds, details={**result.details, "margin_logit": margin}, path=result.path)
+            model_saliency=sal.numpy(),
+            geometry=geometry,
+            seconds=clock.seconds,
+            details={**result.details, "margin_logit": margin},
+            path=result.path,
+        )
 
     @staticmethod
-    def _counterfactual(problem: cf.LatentProblem, method: str, finding: str, saliency: torch.Tensor,
-                        frames: int) -> cf.Counterfactual:
+    def _counterfactual(
+        problem: cf.LatentProblem, method: str, finding: str, saliency: torch.Tensor, frames: int
+    ) -> cf.Counterfactual:
         if method == "directions":
             stored = problem.models.directions.get(finding)
             if stored is None:
@@ -226,4 +260,6 @@ class Explainer:
         """Frame ``index`` of the animation on the original grid, as original + change (pixel units)."""
         change = explanation.geometry.to_original(self._frame_change(explanation, index).numpy())
         change[np.abs(change) < DEADBAND] = 0.0
-        return (explanation.radiograph.pixels + explanation.radiograph.display_change_to_pixels(change)).astype(np.float32)
+        return (explanation.radiograph.pixels + explanation.radiograph.display_change_to_pixels(change)).astype(
+            np.float32
+        )

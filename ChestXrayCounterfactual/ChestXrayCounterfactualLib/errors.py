@@ -3,6 +3,7 @@
 Every entry point (library, CLI, Slicer logic) lets these through unchanged; anything else that
 escapes the reader is a bug, and the CLI reports it as such.
 """
+
 from __future__ import annotations
 
 

@@ -4,6 +4,7 @@ Model space is the original padded (never cropped) to a centred square, then res
 ``size`` x ``size``. Padding keeps every original pixel in view, so the inverse is exact: upsample
 to the padded square and cut the padding off again.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -39,19 +40,24 @@ class ModelSpaceMap:
         """(rows, cols) image -> (1, 1, size, size) float32 tensor: pad with 0, area-resize."""
         tensor = torch.as_tensor(np.asarray(image, dtype=np.float32))[None, None]
         square = torch.zeros((1, 1, self.side, self.side), dtype=torch.float32)
-        square[..., self.pad_top:self.pad_top + self.rows, self.pad_left:self.pad_left + self.cols] = tensor
+        square[..., self.pad_top : self.pad_top + self.rows, self.pad_left : self.pad_left + self.cols] = tensor
         if self.side == self.size:
             return square
-        return F.interpolate(square, size=(self.size, self.size), mode="bilinear", antialias=True,
-                             align_corners=False)
+        return F.interpolate(square, size=(self.size, self.size), mode="bilinear", antialias=True, align_corners=False)
 
     def to_original(self, model_image: np.ndarray | torch.Tensor) -> np.ndarray:
         """(size, size) model-space map -> (rows, cols) float32 array on the original grid."""
         tensor = torch.as_tensor(np.asarray(model_image, dtype=np.float32)).reshape(1, 1, self.size, self.size)
-        square = tensor if self.side == self.size else F.interpolate(
-            tensor, size=(self.side, self.side), mode="bilinear", align_corners=False)
-        return square[0, 0, self.pad_top:self.pad_top + self.rows,
-                      self.pad_left:self.pad_left + self.cols].numpy().copy()
+        square = (
+            tensor
+            if self.side == self.size
+            else F.interpolate(tensor, size=(self.side, self.side), mode="bilinear", align_corners=False)
+        )
+        return (
+            square[0, 0, self.pad_top : self.pad_top + self.rows, self.pad_left : self.pad_left + self.cols]
+            .numpy()
+            .copy()
+        )
 
     def valid_mask(self) -> torch.Tensor:
         """(size, size) bool tensor: True where model space shows the image, False on the padding."""

@@ -1,5 +1,6 @@
 """Figures used by training, the model card and the benchmarks: AUC with bootstrap intervals,
 Youden thresholds and SSIM. Small and numpy/torch only, so every caller measures the same way."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -22,13 +23,14 @@ def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
         j = i
         while j + 1 < len(scores) and sorted_scores[j + 1] == sorted_scores[i]:
             j += 1
-        ranks[order[i:j + 1]] = (i + j) / 2 + 1
+        ranks[order[i : j + 1]] = (i + j) / 2 + 1
         i = j + 1
     return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
-def bootstrap_ci(labels: np.ndarray, scores: np.ndarray, statistic=roc_auc, n: int = 2000,
-                 seed: int = 0) -> tuple[float, float]:
+def bootstrap_ci(
+    labels: np.ndarray, scores: np.ndarray, statistic=roc_auc, n: int = 2000, seed: int = 0
+) -> tuple[float, float]:
     """95% percentile bootstrap interval of ``statistic`` over resampled cases."""
     rng = np.random.default_rng(seed)
     labels, scores = np.asarray(labels), np.asarray(scores)

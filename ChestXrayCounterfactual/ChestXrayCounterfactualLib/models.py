@@ -3,6 +3,7 @@
 Both take one grey channel in model space: a square 224x224 image with intensities in [0, 1]
 (bone bright). Each network carries its own normalisation, so every caller feeds the same tensor.
 """
+
 from __future__ import annotations
 
 import torch
@@ -45,8 +46,12 @@ class _ResBlock(nn.Module):
     def __init__(self, channels: int) -> None:
         super().__init__()
         self.body = nn.Sequential(
-            nn.GroupNorm(8, channels), nn.SiLU(), nn.Conv2d(channels, channels, 3, padding=1),
-            nn.GroupNorm(8, channels), nn.SiLU(), nn.Conv2d(channels, channels, 3, padding=1),
+            nn.GroupNorm(8, channels),
+            nn.SiLU(),
+            nn.Conv2d(channels, channels, 3, padding=1),
+            nn.GroupNorm(8, channels),
+            nn.SiLU(),
+            nn.Conv2d(channels, channels, 3, padding=1),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -75,11 +80,19 @@ class Autoencoder(nn.Module):
         decoder: list[nn.Module] = [nn.Conv2d(latent_channels, widths[-1], 3, padding=1), _ResBlock(widths[-1])]
         previous = widths[-1]
         for width in reversed(widths[:-1]):
-            decoder += [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(previous, width, 3, padding=1),
-                        _ResBlock(width)]
+            decoder += [
+                nn.Upsample(scale_factor=2, mode="nearest"),
+                nn.Conv2d(previous, width, 3, padding=1),
+                _ResBlock(width),
+            ]
             previous = width
-        decoder += [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(previous, 16, 3, padding=1),
-                    nn.SiLU(), nn.Conv2d(16, 1, 3, padding=1), nn.Sigmoid()]
+        decoder += [
+            nn.Upsample(scale_factor=2, mode="nearest"),
+            nn.Conv2d(previous, 16, 3, padding=1),
+            nn.SiLU(),
+            nn.Conv2d(16, 1, 3, padding=1),
+            nn.Sigmoid(),
+        ]
         self.decoder = nn.Sequential(*decoder)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:

@@ -1,6 +1,7 @@
 """The bundled model set: classifier, autoencoder, decision thresholds and latent directions, as
 described by ``weights/model_card.json``. Every file's sha256 is checked against the card before it
 is loaded, and tensors are loaded with ``weights_only=True`` (no arbitrary unpickling)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -44,8 +45,10 @@ def verified_tensors(directory: Path, entry: dict) -> dict:
         raise WeightsError(f"model file {path} is missing; restore it from the repository or release")
     actual = sha256_of(path)
     if actual != entry["sha256"]:
-        raise WeightsError(f"model file {path} does not match its model card (sha256 {actual[:12]}..., "
-                           f"expected {entry['sha256'][:12]}...); it was altered or corrupted")
+        raise WeightsError(
+            f"model file {path} does not match its model card (sha256 {actual[:12]}..., "
+            f"expected {entry['sha256'][:12]}...); it was altered or corrupted"
+        )
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
@@ -92,6 +95,12 @@ def load_model_set(weights_dir: str | Path | None = None) -> ModelSet:
         directions = {k: v.float() for k, v in verified_tensors(directory, files["directions"]).items()}
     for module in (classifier, autoencoder):
         module.eval().requires_grad_(False)
-    return ModelSet(classifier, autoencoder, {f: float(t) for f, t in card["thresholds"].items()}, directions,
-                    card.get("resolution", MODEL_SIZE), card.get("name", "bundled"),
-                    {k: v["sha256"] for k, v in files.items()})
+    return ModelSet(
+        classifier,
+        autoencoder,
+        {f: float(t) for f, t in card["thresholds"].items()},
+        directions,
+        card.get("resolution", MODEL_SIZE),
+        card.get("name", "bundled"),
+        {k: v["sha256"] for k, v in files.items()},
+    )

@@ -1,6 +1,7 @@
 """Writing an explanation to disk: NRRD volumes on the input's own grid, an overview PNG, the
 latent-shift GIF and a JSON record. A folder is written under a temporary name and renamed into
 place only when complete, so an interrupted run never leaves a half-written result."""
+
 from __future__ import annotations
 
 import json
@@ -47,22 +48,42 @@ def write_overview(path: Path, explanation: Explanation) -> None:
     change = _thumbnail(shown_cf - r.display())
     limit = max(float(np.abs(change).max()), 1e-3)
     fig, axes = plt.subplots(1, 4, figsize=(16, 4.8), dpi=100)
-    panels = [("original", original), (f"saliency ({explanation.saliency_method})", original),
-              (f"counterfactual ({explanation.method})", _thumbnail(shown_cf)), ("difference", change)]
+    panels = [
+        ("original", original),
+        (f"saliency ({explanation.saliency_method})", original),
+        (f"counterfactual ({explanation.method})", _thumbnail(shown_cf)),
+        ("difference", change),
+    ]
     for ax, (title, image) in zip(axes, panels):
-        ax.imshow(image, cmap="gray" if title != "difference" else "RdBu_r", vmin=0 if title != "difference" else -limit,
-                  vmax=1 if title != "difference" else limit, interpolation="lanczos")
+        ax.imshow(
+            image,
+            cmap="gray" if title != "difference" else "RdBu_r",
+            vmin=0 if title != "difference" else -limit,
+            vmax=1 if title != "difference" else limit,
+            interpolation="lanczos",
+        )
         ax.set_title(title)
         ax.axis("off")
     axes[1].imshow(_thumbnail(explanation.saliency), cmap="inferno", alpha=0.45, vmin=0, vmax=1)
     verdict = "flipped" if explanation.flipped else "NOT flipped"
-    fig.suptitle(f"{Path(r.source).name}: {explanation.finding} ({explanation.direction})   "
-                 f"p = {explanation.p_original:.3f} -> {explanation.p_counterfactual:.3f}   "
-                 f"threshold {explanation.threshold:.3f}: {verdict}", fontsize=13)
-    others = "   ".join(f"{f} {p:.2f}->{explanation.counterfactual_probabilities[f]:.2f}"
-                        for f, p in explanation.probabilities.items() if f != explanation.finding)
-    fig.text(0.5, 0.02, f"other findings: {others}   |   research and education only, not for diagnosis",
-             ha="center", fontsize=10)
+    fig.suptitle(
+        f"{Path(r.source).name}: {explanation.finding} ({explanation.direction})   "
+        f"p = {explanation.p_original:.3f} -> {explanation.p_counterfactual:.3f}   "
+        f"threshold {explanation.threshold:.3f}: {verdict}",
+        fontsize=13,
+    )
+    others = "   ".join(
+        f"{f} {p:.2f}->{explanation.counterfactual_probabilities[f]:.2f}"
+        for f, p in explanation.probabilities.items()
+        if f != explanation.finding
+    )
+    fig.text(
+        0.5,
+        0.02,
+        f"other findings: {others}   |   research and education only, not for diagnosis",
+        ha="center",
+        fontsize=10,
+    )
     fig.tight_layout(rect=(0, 0.05, 1, 0.93))
     fig.savefig(path)
     plt.close(fig)
@@ -76,8 +97,11 @@ def write_gif(path: Path, frames: list[tuple[np.ndarray, float]], explanation: E
     bottom, right = g.size - top, g.size - left
     images = []
     for image, p in frames:
-        frame = Image.fromarray(np.uint8(np.clip(image[top:bottom, left:right], 0, 1) * 255)).resize(
-            ((right - left) * 2, (bottom - top) * 2), Image.Resampling.BICUBIC).convert("P")
+        frame = (
+            Image.fromarray(np.uint8(np.clip(image[top:bottom, left:right], 0, 1) * 255))
+            .resize(((right - left) * 2, (bottom - top) * 2), Image.Resampling.BICUBIC)
+            .convert("P")
+        )
         ImageDraw.Draw(frame).text((6, 6), f"{explanation.finding} p={p:.2f}", fill=255)
         images.append(frame)
     durations = [150] * (len(images) - 1) + [900]
@@ -89,23 +113,38 @@ def explanation_record(explanation: Explanation, files: list[str], model_set: di
     metadata = {k: v for k, v in r.metadata.items() if not (anonymize and k.endswith("_uid"))}
     return {
         "input": Path(r.source).name if anonymize else r.source,
-        "finding": explanation.finding, "method": explanation.method, "saliency": explanation.saliency_method,
-        "direction": explanation.direction, "p_original": explanation.p_original,
+        "finding": explanation.finding,
+        "method": explanation.method,
+        "saliency": explanation.saliency_method,
+        "direction": explanation.direction,
+        "p_original": explanation.p_original,
         "p_reconstruction": explanation.reconstruction_probabilities[explanation.finding],
-        "p_counterfactual": explanation.p_counterfactual, "threshold": explanation.threshold,
-        "flipped": explanation.flipped, "probabilities_original": explanation.probabilities,
+        "p_counterfactual": explanation.p_counterfactual,
+        "threshold": explanation.threshold,
+        "flipped": explanation.flipped,
+        "probabilities_original": explanation.probabilities,
         "probabilities_counterfactual": explanation.counterfactual_probabilities,
-        "seconds": explanation.seconds, "files": files,
-        "geometry": {"rows": r.shape[0], "columns": r.shape[1], "spacing_mm": list(r.spacing),
-                     "origin_lps": list(r.origin), "direction": np.asarray(r.direction).tolist(),
-                     "window": list(r.window)},
-        "details": explanation.details, "warnings": r.warnings, "source_metadata": metadata, "model_set": model_set,
+        "seconds": explanation.seconds,
+        "files": files,
+        "geometry": {
+            "rows": r.shape[0],
+            "columns": r.shape[1],
+            "spacing_mm": list(r.spacing),
+            "origin_lps": list(r.origin),
+            "direction": np.asarray(r.direction).tolist(),
+            "window": list(r.window),
+        },
+        "details": explanation.details,
+        "warnings": r.warnings,
+        "source_metadata": metadata,
+        "model_set": model_set,
         "intended_use": "research and education, not for diagnosis",
     }
 
 
-def write_explanation(folder: Path, explanation: Explanation, explainer: Explainer, *, overwrite: bool = False,
-                      anonymize: bool = False) -> dict:
+def write_explanation(
+    folder: Path, explanation: Explanation, explainer: Explainer, *, overwrite: bool = False, anonymize: bool = False
+) -> dict:
     """Write every output file into ``folder`` atomically; returns the JSON record written."""
     import time
 

@@ -19,6 +19,7 @@ Rules, in the order a viewer applies them:
 * Images smaller than 64 px on a side, larger than 16384 px on a side or 100 megapixels, or with a
   single value everywhere, are refused. Sizes are checked on the header, before decoding.
 """
+
 from __future__ import annotations
 
 import warnings as _warnings
@@ -27,8 +28,16 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import (ConstantImageError, CorruptPixelDataError, ImageSizeError, InputError,
-                     MissingDecoderError, NoPixelDataError, NotAnImageError, UnsupportedImageError)
+from .errors import (
+    ConstantImageError,
+    CorruptPixelDataError,
+    ImageSizeError,
+    InputError,
+    MissingDecoderError,
+    NoPixelDataError,
+    NotAnImageError,
+    UnsupportedImageError,
+)
 
 MIN_SIDE = 64
 MAX_SIDE = 16384
@@ -80,8 +89,11 @@ def check_size(path: object, rows: int, cols: int) -> None:
     if min(rows, cols) < MIN_SIDE:
         raise ImageSizeError(path, f"image is {cols}x{rows} pixels; at least {MIN_SIDE} px per side is needed")
     if max(rows, cols) > MAX_SIDE or rows * cols > MAX_PIXELS:
-        raise ImageSizeError(path, f"image is {cols}x{rows} pixels; the limit is {MAX_SIDE} px per side "
-                                   f"and {MAX_PIXELS // 1_000_000} megapixels")
+        raise ImageSizeError(
+            path,
+            f"image is {cols}x{rows} pixels; the limit is {MAX_SIDE} px per side "
+            f"and {MAX_PIXELS // 1_000_000} megapixels",
+        )
 
 
 def _grey(rgb: np.ndarray) -> np.ndarray:
@@ -100,7 +112,9 @@ def _finish(path: object, radiograph: Radiograph) -> Radiograph:
     if not np.isfinite(pixels).all():
         raise CorruptPixelDataError(path, "pixel data contains NaN or infinite values")
     if float(pixels.max()) == float(pixels.min()):
-        raise ConstantImageError(path, f"every pixel has the value {float(pixels.min()):g}; there is no image to explain")
+        raise ConstantImageError(
+            path, f"every pixel has the value {float(pixels.min()):g}; there is no image to explain"
+        )
     low, high = radiograph.window
     if not high > low:
         radiograph.window = _percentile_window(pixels)
@@ -165,8 +179,12 @@ def _read_image(path: Path) -> Radiograph:
     except (OSError, SyntaxError, ValueError) as error:
         raise CorruptPixelDataError(path, f"the image data is truncated or corrupt ({error})") from None
     window = _percentile_window(pixels) if deep else (0.0, 255.0)
-    return Radiograph(pixels, window, metadata={"format": path.suffix.lower().lstrip("."),
-                                               "spacing": "not stored in the file; 1 mm assumed"}, warnings=notes)
+    return Radiograph(
+        pixels,
+        window,
+        metadata={"format": path.suffix.lower().lstrip("."), "spacing": "not stored in the file; 1 mm assumed"},
+        warnings=notes,
+    )
 
 
 def _read_itk(path: Path) -> Radiograph:
@@ -204,8 +222,15 @@ def _read_itk(path: Path) -> Radiograph:
         window = (low, high)
     elif array.min() >= 0 and array.max() <= 255 and np.issubdtype(sitk.GetArrayViewFromImage(image).dtype, np.uint8):
         window = (0.0, 255.0)
-    return Radiograph(array, window, (float(spacing[0]), float(spacing[1])), origin[:3], direction,
-                      metadata={"format": "itk"}, warnings=notes)
+    return Radiograph(
+        array,
+        window,
+        (float(spacing[0]), float(spacing[1])),
+        origin[:3],
+        direction,
+        metadata={"format": "itk"},
+        warnings=notes,
+    )
 
 
 def _decoder_problem(dataset) -> str | None:
@@ -218,10 +243,15 @@ def _decoder_problem(dataset) -> str | None:
     except NotImplementedError:
         return f"transfer syntax {syntax.name} ({syntax}) is not supported by any installed decoder"
     if not decoder.is_available:
-        missing = "; ".join(f"{name}: {deps}" for name, deps in decoder.missing_dependencies.items()) \
-            if hasattr(decoder, "missing_dependencies") else ""
-        return (f"no decoder for {syntax.name} is installed (install pylibjpeg with pylibjpeg-libjpeg, "
-                f"pylibjpeg-openjpeg or pyjpegls; {missing})")
+        missing = (
+            "; ".join(f"{name}: {deps}" for name, deps in decoder.missing_dependencies.items())
+            if hasattr(decoder, "missing_dependencies")
+            else ""
+        )
+        return (
+            f"no decoder for {syntax.name} is installed (install pylibjpeg with pylibjpeg-libjpeg, "
+            f"pylibjpeg-openjpeg or pyjpegls; {missing})"
+        )
     return None
 
 
@@ -270,7 +300,9 @@ def _read_dicom(path: Path) -> Radiograph:
     except InvalidDicomError:
         raise NotAnImageError(path, "not DICOM and not an image format we read (PNG, JPEG, NRRD, NIfTI, MHA)") from None
     except Exception as error:  # pydicom raises many types on a broken header
-        raise CorruptPixelDataError(path, f"the DICOM header is truncated or corrupt ({type(error).__name__})") from None
+        raise CorruptPixelDataError(
+            path, f"the DICOM header is truncated or corrupt ({type(error).__name__})"
+        ) from None
     sop = ds.get("SOPClassUID")
     sop_name = getattr(sop, "name", None) or str(sop or "unknown SOP class")
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
@@ -301,15 +333,21 @@ def _read_dicom(path: Path) -> Radiograph:
     except MemoryError:
         raise
     except Exception as error:
-        raise CorruptPixelDataError(path, f"the pixel data is truncated or cannot be decoded "
-                                          f"({type(error).__name__}: {' '.join(str(error).split())[:160]})") from None
+        raise CorruptPixelDataError(
+            path,
+            f"the pixel data is truncated or cannot be decoded "
+            f"({type(error).__name__}: {' '.join(str(error).split())[:160]})",
+        ) from None
     if array.ndim == 3 and array.shape[-1] == 3:
         array = _grey(array.astype(np.float32))
         notes.append(f"{photometric} image converted to grey")
     if array.ndim != 2 or array.shape != (rows, cols):
         raise CorruptPixelDataError(path, f"decoded pixel data has shape {array.shape}, the header says {rows}x{cols}")
-    pixels = np.asarray(apply_modality_lut(array, ds), dtype=np.float32) if photometric.startswith("MONO") \
+    pixels = (
+        np.asarray(apply_modality_lut(array, ds), dtype=np.float32)
+        if photometric.startswith("MONO")
         else array.astype(np.float32)
+    )
     inverse_lut = str(ds.get("PresentationLUTShape", "")).upper() == "INVERSE"
     invert = photometric == "MONOCHROME1" or (photometric == "MONOCHROME2" and inverse_lut)
     pixels, window, how = _window_from_dataset(ds, pixels)
@@ -323,11 +361,18 @@ def _read_dicom(path: Path) -> Radiograph:
     if spacing_source is None:
         notes.append("no usable pixel spacing in the file (missing or zero): 1 mm assumed")
     metadata = {
-        "format": "dicom", "transfer_syntax": str(ds.file_meta.TransferSyntaxUID.name) if hasattr(ds, "file_meta") else "",
-        "modality": str(ds.get("Modality", "")), "photometric": photometric, "inverted_on_read": invert,
-        "bits_stored": int(ds.get("BitsStored", 0) or 0), "window_from": how, "spacing_from": spacing_source or "assumed",
-        "sop_class": sop_name, "study_instance_uid": str(ds.get("StudyInstanceUID", "")),
-        "series_instance_uid": str(ds.get("SeriesInstanceUID", "")), "sop_instance_uid": str(ds.get("SOPInstanceUID", "")),
+        "format": "dicom",
+        "transfer_syntax": str(ds.file_meta.TransferSyntaxUID.name) if hasattr(ds, "file_meta") else "",
+        "modality": str(ds.get("Modality", "")),
+        "photometric": photometric,
+        "inverted_on_read": invert,
+        "bits_stored": int(ds.get("BitsStored", 0) or 0),
+        "window_from": how,
+        "spacing_from": spacing_source or "assumed",
+        "sop_class": sop_name,
+        "study_instance_uid": str(ds.get("StudyInstanceUID", "")),
+        "series_instance_uid": str(ds.get("SeriesInstanceUID", "")),
+        "sop_instance_uid": str(ds.get("SOPInstanceUID", "")),
     }
     return Radiograph(pixels, window, spacing, metadata=metadata, warnings=notes)
 

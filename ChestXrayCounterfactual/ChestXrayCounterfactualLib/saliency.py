@@ -4,6 +4,7 @@ Every method returns a (size, size) map in [0, 1] for the requested class (never
 class): the positive evidence for that finding, zero on model-space padding, scaled by its 99th
 percentile so maps of different methods read alike.
 """
+
 from __future__ import annotations
 
 import torch
@@ -36,8 +37,14 @@ def raw_attribution(classifier: Classifier, x: torch.Tensor, target: int, method
         return _smooth(attribution.clamp_min(0))
     if method == "occlusion":
         occlusion = Occlusion(classifier)
-        attribution = occlusion.attribute(x, target=target, sliding_window_shapes=(1, 32, 32), strides=(1, 16, 16),
-                                          baselines=0.0, perturbations_per_eval=8)
+        attribution = occlusion.attribute(
+            x,
+            target=target,
+            sliding_window_shapes=(1, 32, 32),
+            strides=(1, 16, 16),
+            baselines=0.0,
+            perturbations_per_eval=8,
+        )
         return attribution.clamp_min(0)
     if method == "smoothgrad":
         tunnel = NoiseTunnel(Saliency(classifier))
@@ -46,8 +53,9 @@ def raw_attribution(classifier: Classifier, x: torch.Tensor, target: int, method
     raise ValueError(f"unknown saliency method {method!r}; choose from {', '.join(METHODS)}")
 
 
-def saliency_map(classifier: Classifier, x: torch.Tensor, target: int, method: str = "grad-cam",
-                 valid: torch.Tensor | None = None) -> torch.Tensor:
+def saliency_map(
+    classifier: Classifier, x: torch.Tensor, target: int, method: str = "grad-cam", valid: torch.Tensor | None = None
+) -> torch.Tensor:
     """(S, S) saliency in [0, 1] for finding index ``target``; ``valid`` masks out the padding."""
     with torch.enable_grad():
         attribution = raw_attribution(classifier, x.detach().clone(), target, method)

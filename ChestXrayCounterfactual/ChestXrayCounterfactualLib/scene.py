@@ -9,6 +9,7 @@ replaces, ``<input> saliency <finding>``, ``<input> counterfactual <finding>``, 
 ``<input> findings``, all under the input's study in the subject hierarchy. The input's voxels are
 never modified.
 """
+
 from __future__ import annotations
 
 import json
@@ -93,8 +94,14 @@ def radiograph_from_volume(volume_node) -> Radiograph:
             low, high = np.percentile(pixels, [0.5, 99.5])
             window = (float(low), float(high) if high > low else float(low) + 1)
         inverted = volume_node.GetAttribute(f"{ATTRIBUTE}.Inverted") == "1"
-    return Radiograph(pixels, window, spacing, inverted=inverted, source=volume_node.GetName(),
-                      metadata={"volume_node": volume_node.GetID(), "source_file": str(path or "")})
+    return Radiograph(
+        pixels,
+        window,
+        spacing,
+        inverted=inverted,
+        source=volume_node.GetName(),
+        metadata={"volume_node": volume_node.GetID(), "source_file": str(path or "")},
+    )
 
 
 def _color_table(name: str, colors: np.ndarray):
@@ -128,8 +135,11 @@ def _output_volume(volume_node, role: str, finding: str, array: np.ndarray):
     name = f"{volume_node.GetName()} {role} {finding}"
     node = None
     for candidate in slicer.util.getNodesByClass("vtkMRMLScalarVolumeNode"):
-        if (candidate.GetAttribute(f"{ATTRIBUTE}.Role") == role and candidate.GetAttribute(f"{ATTRIBUTE}.Finding") == finding
-                and candidate.GetAttribute(f"{ATTRIBUTE}.Source") == volume_node.GetID()):
+        if (
+            candidate.GetAttribute(f"{ATTRIBUTE}.Role") == role
+            and candidate.GetAttribute(f"{ATTRIBUTE}.Finding") == finding
+            and candidate.GetAttribute(f"{ATTRIBUTE}.Source") == volume_node.GetID()
+        ):
             node = candidate
             break
     if node is None:
@@ -220,9 +230,12 @@ def _findings_table(volume_node, explanation: Explanation, thresholds: dict[str,
         table = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLTableNode", name)
         table.SetAttribute(f"{ATTRIBUTE}.Source", volume_node.GetID())
     table.RemoveAllColumns()
-    columns = {"Finding": list(explanation.probabilities), "Probability": list(explanation.probabilities.values()),
-               "Threshold": [thresholds[f] for f in explanation.probabilities],
-               "Above threshold": [int(p >= thresholds[f]) for f, p in explanation.probabilities.items()]}
+    columns = {
+        "Finding": list(explanation.probabilities),
+        "Probability": list(explanation.probabilities.values()),
+        "Threshold": [thresholds[f] for f in explanation.probabilities],
+        "Above threshold": [int(p >= thresholds[f]) for f, p in explanation.probabilities.items()],
+    }
     import vtk
 
     for title, values in columns.items():
@@ -240,8 +253,10 @@ def _sequence(volume_node, explanation: Explanation, engine: Explainer, study: i
     name = f"{volume_node.GetName()} latent shift {explanation.finding}"
     sequence = browser = None
     for candidate in slicer.util.getNodesByClass("vtkMRMLSequenceNode"):
-        if (candidate.GetAttribute(f"{ATTRIBUTE}.Source") == volume_node.GetID()
-                and candidate.GetAttribute(f"{ATTRIBUTE}.Finding") == explanation.finding):
+        if (
+            candidate.GetAttribute(f"{ATTRIBUTE}.Source") == volume_node.GetID()
+            and candidate.GetAttribute(f"{ATTRIBUTE}.Finding") == explanation.finding
+        ):
             sequence = candidate
     if sequence is None:
         sequence = scene.AddNewNodeByClass("vtkMRMLSequenceNode", name)
@@ -300,9 +315,15 @@ def show_layers(background, foreground, opacity: float = 0.4) -> None:
         composite.SetForegroundOpacity(opacity)
 
 
-def explain_volume(volume_node, finding: str | None = None, method: str | None = None, saliency: str | None = None,
-                   direction: str | None = None, engine: Explainer | None = None,
-                   progress: ProgressCallback | None = None) -> dict:
+def explain_volume(
+    volume_node,
+    finding: str | None = None,
+    method: str | None = None,
+    saliency: str | None = None,
+    direction: str | None = None,
+    engine: Explainer | None = None,
+    progress: ProgressCallback | None = None,
+) -> dict:
     """Explain a radiograph volume and put the results in the scene; returns the nodes created.
 
     Keys: ``saliency``, ``counterfactual``, ``difference`` (volume nodes), ``sequence`` and
@@ -312,8 +333,14 @@ def explain_volume(volume_node, finding: str | None = None, method: str | None =
         raise ValueError("choose a scalar volume (a radiograph) to explain")
     engine = engine or explainer()
     radiograph = radiograph_from_volume(volume_node)
-    explanation = engine.explain(radiograph, finding, method or DEFAULT_COUNTERFACTUAL, saliency or DEFAULT_SALIENCY, direction,
-                                 progress=progress)
+    explanation = engine.explain(
+        radiograph,
+        finding,
+        method or DEFAULT_COUNTERFACTUAL,
+        saliency or DEFAULT_SALIENCY,
+        direction,
+        progress=progress,
+    )
     study = _study_item(volume_node)
     finding = explanation.finding
     nodes = {
@@ -326,13 +353,22 @@ def explain_volume(volume_node, finding: str | None = None, method: str | None =
     _style_difference(nodes["difference"], explanation.difference)
     if radiograph.inverted and volume_node.GetDisplayNode() is not None:
         volume_node.GetDisplayNode().SetAndObserveColorNodeID("vtkMRMLColorTableNodeInvertedGrey")
-    figures = {"finding": finding, "method": explanation.method, "saliency": explanation.saliency_method,
-               "direction": explanation.direction, "p_original": explanation.p_original,
-               "p_counterfactual": explanation.p_counterfactual, "threshold": explanation.threshold,
-               "flipped": explanation.flipped, "seconds": explanation.seconds,
-               "model_set": engine.models.name}
+    figures = {
+        "finding": finding,
+        "method": explanation.method,
+        "saliency": explanation.saliency_method,
+        "direction": explanation.direction,
+        "p_original": explanation.p_original,
+        "p_counterfactual": explanation.p_counterfactual,
+        "threshold": explanation.threshold,
+        "flipped": explanation.flipped,
+        "seconds": explanation.seconds,
+        "model_set": engine.models.name,
+    }
     for key, value in figures.items():
-        nodes["counterfactual"].SetAttribute(f"{ATTRIBUTE}.{key}", json.dumps(value) if not isinstance(value, str) else value)
+        nodes["counterfactual"].SetAttribute(
+            f"{ATTRIBUTE}.{key}", json.dumps(value) if not isinstance(value, str) else value
+        )
     for node in nodes.values():
         _place(node, study)
     nodes["sequence"], nodes["sequence_browser"] = _sequence(volume_node, explanation, engine, study)

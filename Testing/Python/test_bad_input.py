@@ -1,6 +1,7 @@
 """Bad input, for real: a corpus of broken files made from the real samples, each refused with the
 expected error class and one sentence naming the file; a fuzz test of the reader; no network; an
 interrupted batch that loses nothing."""
+
 from __future__ import annotations
 
 import shutil
@@ -18,9 +19,16 @@ from hypothesis import strategies as st
 from pydicom.uid import UID
 
 from ChestXrayCounterfactualLib import read_radiograph
-from ChestXrayCounterfactualLib.errors import (ConstantImageError, CorruptPixelDataError, ImageSizeError, InputError,
-                                               MissingDecoderError, NoPixelDataError, NotAnImageError,
-                                               UnsupportedImageError)
+from ChestXrayCounterfactualLib.errors import (
+    ConstantImageError,
+    CorruptPixelDataError,
+    ImageSizeError,
+    InputError,
+    MissingDecoderError,
+    NoPixelDataError,
+    NotAnImageError,
+    UnsupportedImageError,
+)
 from conftest import DX, JPEG_BASELINE, MONOCHROME1, SAMPLE
 
 
@@ -115,10 +123,18 @@ def _write(path: Path, data: bytes) -> Path:
 
 
 CORPUS = [
-    (truncated, CorruptPixelDataError), (bit_flipped, CorruptPixelDataError), (header_only, NoPixelDataError),
-    (structured_report, NoPixelDataError), (wrong_photometric, UnsupportedImageError), (zero_size, NotAnImageError),
-    (one_pixel, ImageSizeError), (huge_header, ImageSizeError), (unknown_syntax, MissingDecoderError),
-    (constant, ConstantImageError), (not_an_image, NotAnImageError), (truncated_png, CorruptPixelDataError),
+    (truncated, CorruptPixelDataError),
+    (bit_flipped, CorruptPixelDataError),
+    (header_only, NoPixelDataError),
+    (structured_report, NoPixelDataError),
+    (wrong_photometric, UnsupportedImageError),
+    (zero_size, NotAnImageError),
+    (one_pixel, ImageSizeError),
+    (huge_header, ImageSizeError),
+    (unknown_syntax, MissingDecoderError),
+    (constant, ConstantImageError),
+    (not_an_image, NotAnImageError),
+    (truncated_png, CorruptPixelDataError),
 ]
 
 
@@ -148,8 +164,10 @@ SEED_BYTES = DX.read_bytes()
 
 
 @settings(max_examples=150, deadline=5000, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.lists(st.tuples(st.integers(0, len(SEED_BYTES) - 1), st.integers(0, 255)), min_size=1, max_size=40),
-       st.integers(132, len(SEED_BYTES)))
+@given(
+    st.lists(st.tuples(st.integers(0, len(SEED_BYTES) - 1), st.integers(0, 255)), min_size=1, max_size=40),
+    st.integers(132, len(SEED_BYTES)),
+)
 def test_fuzzed_dicom_gives_an_image_or_our_error(tmp_path, flips, cut):
     data = bytearray(SEED_BYTES)
     for position, value in flips:
@@ -171,7 +189,8 @@ def test_engine_runs_air_gapped(tmp_path):
         "def refuse(*a, **k):\n    raise OSError('network access attempted')\n"
         "socket.socket.connect = refuse\nsocket.create_connection = refuse\nsocket.getaddrinfo = refuse\n"
         "from ChestXrayCounterfactualLib.cli import main\n"
-        f"sys.exit(main(['explain', {str(SAMPLE)!r}, '--out', {str(tmp_path / 'out')!r}]))\n")
+        f"sys.exit(main(['explain', {str(SAMPLE)!r}, '--out', {str(tmp_path / 'out')!r}]))\n"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
     assert "network access attempted" not in result.stderr

@@ -1,4 +1,5 @@
 """The command-line contract: JSON fields, files on the input's grid, exit codes, errors, atomic outputs."""
+
 from __future__ import annotations
 
 import json
@@ -15,8 +16,13 @@ from conftest import SAMPLE
 
 
 def run(*args, cwd):
-    return subprocess.run([sys.executable, "-m", "ChestXrayCounterfactualLib", *map(str, args)], cwd=cwd,
-                          capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "ChestXrayCounterfactualLib", *map(str, args)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def test_predict_json_lists_every_finding(tmp_path):
@@ -46,8 +52,18 @@ def test_explain_writes_every_file_on_the_input_grid(explained):
         assert image.GetSize() == (original.shape[1], original.shape[0])
         assert image.GetSpacing() == pytest.approx(original.spacing)
     record = json.loads((folder / "explanation.json").read_text())
-    for key in ("input", "finding", "method", "saliency", "p_original", "p_counterfactual", "threshold", "flipped",
-                "seconds", "files"):
+    for key in (
+        "input",
+        "finding",
+        "method",
+        "saliency",
+        "p_original",
+        "p_counterfactual",
+        "threshold",
+        "flipped",
+        "seconds",
+        "files",
+    ):
         assert key in record
     assert record["method"] == "local" and record["saliency"] == "grad-cam"
     assert record["seconds"]["total"] > 0 and "counterfactual" in record["seconds"]

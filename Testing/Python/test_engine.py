@@ -1,4 +1,5 @@
 """The explanation pipeline on a real radiograph with the bundled weights."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -59,8 +60,10 @@ def test_every_saliency_method_gives_a_map_for_the_chosen_class(explainer, sampl
     from ChestXrayCounterfactualLib.saliency import saliency_map
 
     x, geometry = explainer.model_input(sample)
-    maps = [saliency_map(explainer.models.classifier, x, explainer.models.index(f), method)
-            for f in ("Cardiomegaly", "Effusion")]
+    maps = [
+        saliency_map(explainer.models.classifier, x, explainer.models.index(f), method)
+        for f in ("Cardiomegaly", "Effusion")
+    ]
     for m in maps:
         assert m.shape == (224, 224) and float(m.min()) >= 0 and float(m.max()) <= 1 and float(m.max()) > 0
     assert not np.allclose(maps[0].numpy(), maps[1].numpy()), "a map must depend on the chosen finding"

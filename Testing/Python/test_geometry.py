@@ -1,4 +1,5 @@
 """Model space and its inverse: padding keeps every pixel, the round trip returns the original grid."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,17 +1,26 @@
 """Static checks of the Slicer packaging: what the build farm and the Extensions Index would reject."""
+
 from __future__ import annotations
 
 import json
 import re
 import subprocess
-from pathlib import Path
 
 from conftest import ROOT
 
 MODULE = ROOT / "ChestXrayCounterfactual"
 #: Keys and types of Slicer's slicer-extension-catalog-entry-schema-v1.0.1.json.
-SCHEMA = {"$schema": str, "category": str, "scm_url": str, "scm_revision": str, "scm_type": str,
-          "build_dependencies": list, "build_subdirectory": str, "enabled": bool, "tier": int}
+SCHEMA = {
+    "$schema": str,
+    "category": str,
+    "scm_url": str,
+    "scm_revision": str,
+    "scm_type": str,
+    "build_dependencies": list,
+    "build_subdirectory": str,
+    "enabled": bool,
+    "tier": int,
+}
 ACCEPTED_CATEGORIES = {"Analysis", "Image Synthesis", "Quantification"}
 
 
@@ -22,10 +31,14 @@ def _cmake_list(text: str, variable: str) -> list[str]:
 
 def test_every_module_script_and_resource_is_listed_in_the_module_cmakelists():
     text = (MODULE / "CMakeLists.txt").read_text()
-    listed = {s.replace("${MODULE_NAME}", "ChestXrayCounterfactual") for s in _cmake_list(text, "MODULE_PYTHON_SCRIPTS")}
+    listed = {
+        s.replace("${MODULE_NAME}", "ChestXrayCounterfactual") for s in _cmake_list(text, "MODULE_PYTHON_SCRIPTS")
+    }
     present = {str(p.relative_to(MODULE)) for p in MODULE.rglob("*.py") if "__pycache__" not in p.parts}
     assert present == listed
-    resources = {s.replace("${MODULE_NAME}", "ChestXrayCounterfactual") for s in _cmake_list(text, "MODULE_PYTHON_RESOURCES")}
+    resources = {
+        s.replace("${MODULE_NAME}", "ChestXrayCounterfactual") for s in _cmake_list(text, "MODULE_PYTHON_RESOURCES")
+    }
     present = {str(p.relative_to(MODULE)) for p in (MODULE / "Resources").rglob("*") if p.is_file()}
     assert present == resources
     weights = set(_cmake_list(text, "MODEL_FILES"))
@@ -78,10 +91,20 @@ def test_every_widget_the_module_uses_is_in_the_ui_file_with_known_classes():
     widgets = {w.get("name"): w.get("class") for w in ui.iter("widget")}
     used = set(re.findall(r"self\.ui\.(\w+)", (MODULE / "ChestXrayCounterfactual.py").read_text()))
     assert used <= set(widgets), f"missing in the .ui: {used - set(widgets)}"
-    known = {"qMRMLWidget", "ctkCollapsibleButton", "qMRMLNodeComboBox", "ctkSliderWidget", "QPushButton", "QLabel",
-             "QComboBox", "QTableWidget"}
+    known = {
+        "qMRMLWidget",
+        "ctkCollapsibleButton",
+        "qMRMLNodeComboBox",
+        "ctkSliderWidget",
+        "QPushButton",
+        "QLabel",
+        "QComboBox",
+        "QTableWidget",
+    }
     assert set(widgets.values()) <= known
     bound = {p.find("string").text for p in ui.iter("property") if p.get("name") == "SlicerParameterName"}
     module = (MODULE / "ChestXrayCounterfactual.py").read_text()
-    wrapper = module[module.index("class ChestXrayCounterfactualParameterNode"):module.index("class ChestXrayCounterfactualWidget")]
+    wrapper = module[
+        module.index("class ChestXrayCounterfactualParameterNode") : module.index("class ChestXrayCounterfactualWidget")
+    ]
     assert bound <= set(re.findall(r"^    (\w+):", wrapper, re.M))

@@ -1,4 +1,5 @@
 """The reader on real DICOM files: every transfer syntax, MONOCHROME1, spacing, windows, other formats."""
+
 from __future__ import annotations
 
 import io
@@ -6,8 +7,13 @@ import io
 import numpy as np
 import pydicom
 import pytest
-from pydicom.uid import (DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, JPEG2000Lossless, JPEGLSLossless,
-                         RLELossless)
+from pydicom.uid import (
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRLittleEndian,
+    JPEG2000Lossless,
+    JPEGLSLossless,
+    RLELossless,
+)
 
 from ChestXrayCounterfactualLib import read_radiograph
 from ChestXrayCounterfactualLib.errors import InputError
@@ -29,8 +35,9 @@ def _cropped_dataset(size: int = 256):
     return ds, pixels
 
 
-@pytest.mark.parametrize("syntax", [ExplicitVRLittleEndian, RLELossless, JPEGLSLossless, JPEG2000Lossless,
-                                    DeflatedExplicitVRLittleEndian])
+@pytest.mark.parametrize(
+    "syntax", [ExplicitVRLittleEndian, RLELossless, JPEGLSLossless, JPEG2000Lossless, DeflatedExplicitVRLittleEndian]
+)
 def test_lossless_encodings_decode_to_the_same_pixels(tmp_path, syntax):
     ds, pixels = _cropped_dataset()
     if syntax == DeflatedExplicitVRLittleEndian:
@@ -54,8 +61,8 @@ def test_monochrome1_is_inverted_to_bone_bright(reference):
     # bone is bright: the spine column (image centre) is brighter than the lung fields beside it
     d = reference.display()
     rows, cols = d.shape
-    spine = d[rows // 3: rows // 2, cols // 2 - 40: cols // 2 + 40].mean()
-    lung = d[rows // 3: rows // 2, cols // 4 - 40: cols // 4 + 40].mean()
+    spine = d[rows // 3 : rows // 2, cols // 2 - 40 : cols // 2 + 40].mean()
+    lung = d[rows // 3 : rows // 2, cols // 4 - 40 : cols // 4 + 40].mean()
     assert spine > lung
 
 
@@ -136,8 +143,17 @@ def test_png_8_and_16_bit_and_nrrd_round_trip(tmp_path):
     assert back.spacing == (0.5, 0.25)
 
 
-@pytest.mark.parametrize("name,tolerance", [("RG1_UNCR.dcm", 0), ("RG1_J2KR.dcm", 0), ("RG1_derived_RLE.dcm", 0),
-                                            ("RG1_derived_deflate.dcm", 0), ("RG1_JLSN.dcm", 4), ("RG1_J2KI.dcm", None)])
+@pytest.mark.parametrize(
+    "name,tolerance",
+    [
+        ("RG1_UNCR.dcm", 0),
+        ("RG1_J2KR.dcm", 0),
+        ("RG1_derived_RLE.dcm", 0),
+        ("RG1_derived_deflate.dcm", 0),
+        ("RG1_JLSN.dcm", 4),
+        ("RG1_J2KI.dcm", None),
+    ],
+)
 def test_shared_encodings_match_the_uncompressed_reference(name, tolerance):
     reference = read_radiograph(shared("dicom", "RG1_UNCR.dcm"))
     image = read_radiograph(shared("dicom", name))

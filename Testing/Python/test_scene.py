@@ -1,5 +1,6 @@
 """Scene code against Slicer's real MRML (slicer-core): DICOM -> volume -> explanation layers,
 subject hierarchy, sequence, colour tables, save to .mrb and reload, rerun replaces."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -87,8 +88,14 @@ def test_rerun_replaces_outputs_instead_of_piling_up(explained, explainer):
 
 def test_scene_saved_to_mrb_reloads_with_everything(explained, tmp_path):
     scene, volume, _, nodes, _ = explained
-    for node in [volume, nodes["saliency"], nodes["counterfactual"], nodes["difference"], nodes["sequence"],
-                 nodes["findings_table"]] + [nodes["sequence_browser"].GetProxyNode(nodes["sequence"])]:
+    for node in [
+        volume,
+        nodes["saliency"],
+        nodes["counterfactual"],
+        nodes["difference"],
+        nodes["sequence"],
+        nodes["findings_table"],
+    ] + [nodes["sequence_browser"].GetProxyNode(nodes["sequence"])]:
         if node.GetStorageNode() is None:
             node.AddDefaultStorageNode()
     path = str(tmp_path / "explained.mrb")
@@ -102,8 +109,10 @@ def test_scene_saved_to_mrb_reloads_with_everything(explained, tmp_path):
         np.testing.assert_array_equal(slicer.util.arrayFromVolume(node), slicer.util.arrayFromVolume(nodes[key]))
     saliency = reloaded.GetFirstNodeByName(nodes["saliency"].GetName())
     assert saliency.GetDisplayNode().GetColorNode().GetName() == cxr_scene.SALIENCY_COLOR
-    assert reloaded.GetFirstNodeByName(nodes["sequence"].GetName()).GetNumberOfDataNodes() == \
-        nodes["sequence"].GetNumberOfDataNodes()
+    assert (
+        reloaded.GetFirstNodeByName(nodes["sequence"].GetName()).GetNumberOfDataNodes()
+        == nodes["sequence"].GetNumberOfDataNodes()
+    )
     counterfactual = reloaded.GetFirstNodeByName(nodes["counterfactual"].GetName())
     assert counterfactual.GetAttribute("ChestXrayCounterfactual.p_original") is not None
 

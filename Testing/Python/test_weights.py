@@ -1,4 +1,5 @@
 """The bundled model set: card complete, sha256 checked before loading, weights-only loading."""
+
 from __future__ import annotations
 
 import json

@@ -14,6 +14,7 @@ that the benchmark compares methods and not networks.
   p < p0 - 0.8, lambda <= -3000, or sum|x0 - x_lambda| > 5% sum|x0|; 10 frames on linspace(lambda_min, 0).
   The counterfactual is the frame at lambda_min.
 """
+
 from __future__ import annotations
 
 import math
@@ -24,7 +25,9 @@ from ChestXrayCounterfactualLib.modelset import ModelSet
 from ChestXrayCounterfactualLib.saliency import saliency_map
 
 
-def seed_local_counterfactual(models: ModelSet, x: torch.Tensor, target: int, steps: int = 200) -> tuple[torch.Tensor, torch.Tensor]:
+def seed_local_counterfactual(
+    models: ModelSet, x: torch.Tensor, target: int, steps: int = 200
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(counterfactual image, reconstruction), both (1, 1, S, S)."""
     ae, f = models.autoencoder, models.classifier
     with torch.no_grad():
@@ -39,7 +42,9 @@ def seed_local_counterfactual(models: ModelSet, x: torch.Tensor, target: int, st
     with torch.enable_grad():
         for _ in range(steps):
             image = ae.decode(z)
-            loss = ((image - x0) ** 2 * weights).mean() + 1e3 * torch.nn.functional.mse_loss(torch.sigmoid(f(image)), y_star)
+            loss = ((image - x0) ** 2 * weights).mean() + 1e3 * torch.nn.functional.mse_loss(
+                torch.sigmoid(f(image)), y_star
+            )
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -73,5 +78,5 @@ def published_latent_shift(models: ModelSet, x: torch.Tensor, target: int) -> tu
             lam_min, last_p = lam, p
             if p < 0.05 or p < p0 - 0.8:
                 break
-        frames = [ae.decode(z0 + l * g) for l in torch.linspace(lam_min, 0, 10).tolist()]
+        frames = [ae.decode(z0 + step * g) for step in torch.linspace(lam_min, 0, 10).tolist()]
     return frames[0], x0

@@ -3,6 +3,7 @@ used for training or tuning) wrapped as a CR DICOM file with its real pixel spac
 
     .venv/bin/python Testing/data/make_demo_sample.py ../shared/data 00012345_000.png OUT.dcm
 """
+
 from __future__ import annotations
 
 import csv

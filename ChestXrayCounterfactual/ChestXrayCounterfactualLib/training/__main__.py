@@ -8,6 +8,7 @@ official ``Data_Entry_2017.csv``) and optionally ``mhh_covid19/`` (extra unlabel
 autoencoder). Every step is seeded, writes the patient split to ``RUN/splits.csv``, logs to
 ``RUN/*.log`` and resumes from its checkpoint when run again.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,8 +43,11 @@ def unlabelled_records(data: Path, n_findings: int) -> list[Record]:
     with open(table, newline="") as handle:
         rows = list(csv.DictReader(handle))
     images = data / "mhh_covid19" / "images"
-    return [Record(images / f"{r['image_id']}.png", f"mhh-{r['patient_id']}", (0.0,) * n_findings)
-            for r in rows if (images / f"{r['image_id']}.png").exists()]
+    return [
+        Record(images / f"{r['image_id']}.png", f"mhh-{r['patient_id']}", (0.0,) * n_findings)
+        for r in rows
+        if (images / f"{r['image_id']}.png").exists()
+    ]
 
 
 def by_split(records: list[Record], seed: int) -> dict[str, list[Record]]:
@@ -54,23 +58,35 @@ def by_split(records: list[Record], seed: int) -> dict[str, list[Record]]:
 
 
 def split_summary(splits: dict[str, list[Record]], findings: list[str]) -> dict:
-    return {name: {"images": len(items), "patients": len({r.patient for r in items}),
-                   "positives": {f: int(sum(r.labels[i] for r in items)) for i, f in enumerate(findings)}}
-            for name, items in splits.items()}
+    return {
+        name: {
+            "images": len(items),
+            "patients": len({r.patient for r in items}),
+            "positives": {f: int(sum(r.labels[i] for r in items)) for i, f in enumerate(findings)},
+        }
+        for name, items in splits.items()
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m ChestXrayCounterfactualLib.training", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m ChestXrayCounterfactualLib.training",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("step", choices=["split", "classifier", "autoencoder", "publish"])
     parser.add_argument("--data", required=True, help="data folder (ours: ../shared/data)")
     parser.add_argument("--run", required=True, help="output folder for checkpoints, logs and weights")
     parser.add_argument("--labels", help="label CSV instead of DATA/nih/labels.csv (e.g. Data_Entry_2017.csv)")
     parser.add_argument("--images", help="image folder instead of the label file's images/ sibling")
     parser.add_argument("--findings", nargs="+", default=DEFAULT_FINDINGS)
-    parser.add_argument("--extra-labels", nargs="*", default=[],
-                        help="more label files (e.g. DATA/nih_64/labels.csv) whose training-split images are added "
-                             "to the classifier's training set; the patient split applies to them too")
+    parser.add_argument(
+        "--extra-labels",
+        nargs="*",
+        default=[],
+        help="more label files (e.g. DATA/nih_64/labels.csv) whose training-split images are added "
+        "to the classifier's training set; the patient split applies to them too",
+    )
     parser.add_argument("--weight-decay", type=float)
     parser.add_argument("--seed", type=int, default=0, help="seed of the split and of training")
     parser.add_argument("--split-seed", type=int, default=0)
@@ -83,8 +99,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--consistency-weight", type=float, default=1.0)
     parser.add_argument("--weights", default="weights", help="publish: the model set folder to write")
     parser.add_argument("--init", help="autoencoder weights to start from (fine-tuning)")
-    parser.add_argument("--max-minutes", type=float, default=float("inf"),
-                        help="stop (and anneal the learning rate) within this wall time")
+    parser.add_argument(
+        "--max-minutes",
+        type=float,
+        default=float("inf"),
+        help="stop (and anneal the learning rate) within this wall time",
+    )
     args = parser.parse_args(argv)
     run = Path(args.run)
     run.mkdir(parents=True, exist_ok=True)
@@ -99,17 +119,34 @@ def main(argv: list[str] | None = None) -> None:
         for name, counts in split_summary(splits, args.findings).items():
             print(f"{name}: {counts}")
     elif args.step == "classifier":
-        more = [r for f in args.extra_labels for r in read_records(Path(f), args.findings)
-                if split_of(r.patient, args.split_seed) == "train"]
-        train_classifier(splits["train"] + more, splits["validation"], args.findings, run, batch_size=args.batch_size,
-                         seed=args.seed, workers=args.workers, device=args.device, **extra)
+        more = [
+            r
+            for f in args.extra_labels
+            for r in read_records(Path(f), args.findings)
+            if split_of(r.patient, args.split_seed) == "train"
+        ]
+        train_classifier(
+            splits["train"] + more,
+            splits["validation"],
+            args.findings,
+            run,
+            batch_size=args.batch_size,
+            seed=args.seed,
+            workers=args.workers,
+            device=args.device,
+            **extra,
+        )
     elif args.step == "publish":
         unlabelled = by_split(unlabelled_records(Path(args.data), len(args.findings)), args.split_seed)
-        summary = {"source": "NIH ChestX-ray14 (staged subset, 320 px PNG)" if not args.labels else str(args.labels),
-                   "split_rule": f"patient-level, sha256(seed={args.split_seed}:patient) -> 70/15/15",
-                   "nih": split_summary(splits, args.findings),
-                   "autoencoder_extra": {"source": "Hannover Medical School COVID-19 (unlabelled)",
-                                         **{k: len(v) for k, v in unlabelled.items()}}}
+        summary = {
+            "source": "NIH ChestX-ray14 (staged subset, 320 px PNG)" if not args.labels else str(args.labels),
+            "split_rule": f"patient-level, sha256(seed={args.split_seed}:patient) -> 70/15/15",
+            "nih": split_summary(splits, args.findings),
+            "autoencoder_extra": {
+                "source": "Hannover Medical School COVID-19 (unlabelled)",
+                **{k: len(v) for k, v in unlabelled.items()},
+            },
+        }
         publish(run, Path(args.weights), splits, unlabelled["test"], args.findings, summary)
     else:
         extra["init"] = Path(args.init) if args.init else None
@@ -119,9 +156,18 @@ def main(argv: list[str] | None = None) -> None:
             classifier = Classifier(args.findings)
             state = torch.load(args.classifier, map_location="cpu", weights_only=True)
             classifier.load_state_dict({k: v.float() for k, v in state.items()})
-        train_autoencoder(splits["train"] + unlabelled["train"], splits["validation"], run, classifier=classifier,
-                          consistency_weight=args.consistency_weight, batch_size=args.batch_size, seed=args.seed,
-                          workers=args.workers, device=args.device, **extra)
+        train_autoencoder(
+            splits["train"] + unlabelled["train"],
+            splits["validation"],
+            run,
+            classifier=classifier,
+            consistency_weight=args.consistency_weight,
+            batch_size=args.batch_size,
+            seed=args.seed,
+            workers=args.workers,
+            device=args.device,
+            **extra,
+        )
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Train the autoencoder: L1 + SSIM reconstruction loss plus a classifier-consistency term (the
 frozen classifier should see the same findings on the reconstruction as on the original), so that
 counterfactuals decoded from the latent are judged by the classifier like the original image."""
+
 from __future__ import annotations
 
 import math
@@ -23,8 +24,9 @@ def _features(classifier: Classifier, x: torch.Tensor) -> tuple[torch.Tensor, to
     return h4, net.fc(torch.flatten(net.avgpool(h4), 1))
 
 
-def reconstruction_loss(ae_out: torch.Tensor, x: torch.Tensor, classifier: Classifier | None,
-                        consistency_weight: float) -> tuple[torch.Tensor, dict]:
+def reconstruction_loss(
+    ae_out: torch.Tensor, x: torch.Tensor, classifier: Classifier | None, consistency_weight: float
+) -> tuple[torch.Tensor, dict]:
     l1 = (ae_out - x).abs().mean()
     s = ssim(ae_out, x)
     loss = l1 + 0.5 * (1 - s)
@@ -40,11 +42,24 @@ def reconstruction_loss(ae_out: torch.Tensor, x: torch.Tensor, classifier: Class
     return loss, parts
 
 
-def train_autoencoder(train: list[Record], validation: list[Record], out_dir: Path, *,
-                      classifier: Classifier | None = None, consistency_weight: float = 1.0,
-                      latent_channels: int = 32, epochs: int = 150, batch_size: int = 32, lr: float = 2e-3,
-                      patience: int = 30, seed: int = 0, workers: int = 2, device: str = "cpu",
-                      max_minutes: float = math.inf, init: Path | None = None) -> dict:
+def train_autoencoder(
+    train: list[Record],
+    validation: list[Record],
+    out_dir: Path,
+    *,
+    classifier: Classifier | None = None,
+    consistency_weight: float = 1.0,
+    latent_channels: int = 32,
+    epochs: int = 150,
+    batch_size: int = 32,
+    lr: float = 2e-3,
+    patience: int = 30,
+    seed: int = 0,
+    workers: int = 2,
+    device: str = "cpu",
+    max_minutes: float = math.inf,
+    init: Path | None = None,
+) -> dict:
     """Train, keep the best weights by validation (1 - SSIM) + |dp|, write ``autoencoder.pt`` + summary."""
     dev = torch.device(device)
     log = make_logger(out_dir, "autoencoder")
@@ -60,10 +75,22 @@ def train_autoencoder(train: list[Record], validation: list[Record], out_dir: Pa
     steps_per_epoch = math.ceil(len(train) / batch_size)
     total = epochs * steps_per_epoch
     schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min(1.0, (s + 1) / steps_per_epoch) * 0.5 * (1 + math.cos(math.pi * min(1.0, max(s / total, cost.elapsed() / budget)))))
+        optimizer,
+        lambda s: (
+            min(1.0, (s + 1) / steps_per_epoch)
+            * 0.5
+            * (1 + math.cos(math.pi * min(1.0, max(s / total, cost.elapsed() / budget))))
+        ),
+    )
     train_loader = torch.utils.data.DataLoader(
-        ModelSpaceDataset(train), batch_size=batch_size, shuffle=True, drop_last=True, num_workers=workers,
-        persistent_workers=workers > 0, generator=torch.Generator().manual_seed(seed))
+        ModelSpaceDataset(train),
+        batch_size=batch_size,
+        shuffle=True,
+        drop_last=True,
+        num_workers=workers,
+        persistent_workers=workers > 0,
+        generator=torch.Generator().manual_seed(seed),
+    )
     val_loader = torch.utils.data.DataLoader(ModelSpaceDataset(validation), batch_size=64, num_workers=workers)
 
     state = {"epoch": 0, "best_score": math.inf, "best_epoch": -1, "history": [], "seconds": 0.0}
@@ -75,10 +102,14 @@ def train_autoencoder(train: list[Record], validation: list[Record], out_dir: Pa
         state = checkpoint["state"]
         torch.set_rng_state(checkpoint["rng"])
         log.info("resumed at epoch %d", state["epoch"])
-    log.info("autoencoder: %d train / %d validation images, latent %dx14x14, device %s",
-             len(train), len(validation), latent_channels, dev)
-    while state["epoch"] < epochs and state["epoch"] - state["best_epoch"] <= patience \
-            and cost.elapsed() < budget:
+    log.info(
+        "autoencoder: %d train / %d validation images, latent %dx14x14, device %s",
+        len(train),
+        len(validation),
+        latent_channels,
+        dev,
+    )
+    while state["epoch"] < epochs and state["epoch"] - state["best_epoch"] <= patience and cost.elapsed() < budget:
         model.train()
         for x, _ in train_loader:
             x = augment(x.to(dev))
@@ -104,17 +135,36 @@ def train_autoencoder(train: list[Record], validation: list[Record], out_dir: Pa
         if score < state["best_score"]:
             state.update(best_score=score, best_epoch=state["epoch"])
             torch.save(model.state_dict(), out_dir / "autoencoder_best.pt")
-        log.info("epoch %3d val %s (best %.4f @%d)", state["epoch"], {k: round(v, 4) for k, v in val.items()},
-                 state["best_score"], state["best_epoch"])
-        save_checkpoint(out_dir / "autoencoder_checkpoint.pt", {
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
-            "state": {**state, "seconds": state["seconds"] + cost.elapsed()}, "rng": torch.get_rng_state()})
+        log.info(
+            "epoch %3d val %s (best %.4f @%d)",
+            state["epoch"],
+            {k: round(v, 4) for k, v in val.items()},
+            state["best_score"],
+            state["best_epoch"],
+        )
+        save_checkpoint(
+            out_dir / "autoencoder_checkpoint.pt",
+            {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "schedule": schedule.state_dict(),
+                "state": {**state, "seconds": state["seconds"] + cost.elapsed()},
+                "rng": torch.get_rng_state(),
+            },
+        )
     model.load_state_dict(torch.load(out_dir / "autoencoder_best.pt", map_location=dev, weights_only=True))
     torch.save(half_state_dict(model), out_dir / "autoencoder.pt")
-    summary = {"latent_shape": [latent_channels, 14, 14], "best_epoch": state["best_epoch"],
-               "epochs_run": state["epoch"], "validation": state["history"][state["best_epoch"] - 1],
-               "consistency_weight": consistency_weight if classifier is not None else 0.0, "seed": seed,
-               "lr": lr, "batch_size": batch_size, "cost": cost.report(state["seconds"])}
+    summary = {
+        "latent_shape": [latent_channels, 14, 14],
+        "best_epoch": state["best_epoch"],
+        "epochs_run": state["epoch"],
+        "validation": state["history"][state["best_epoch"] - 1],
+        "consistency_weight": consistency_weight if classifier is not None else 0.0,
+        "seed": seed,
+        "lr": lr,
+        "batch_size": batch_size,
+        "cost": cost.report(state["seconds"]),
+    }
     write_json(out_dir / "autoencoder_summary.json", summary)
     log.info("done: %s", summary)
     return summary

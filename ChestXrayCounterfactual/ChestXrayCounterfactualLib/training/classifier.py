@@ -1,6 +1,7 @@
 """Train the multi-label classifier with the tricks that matter on a small data set: radiograph-safe
 augmentation, class-balanced BCE, an exponential moving average of the weights, cosine schedule,
 and early stopping on validation AUC. Thresholds are chosen on the validation split (Youden's J)."""
+
 from __future__ import annotations
 
 import math
@@ -26,10 +27,22 @@ def predict_probabilities(model: torch.nn.Module, loader, device: torch.device) 
     return torch.cat(probs).numpy(), torch.cat(labels).numpy()
 
 
-def train_classifier(train: list[Record], validation: list[Record], findings: list[str], out_dir: Path, *,
-                     epochs: int = 60, batch_size: int = 32, lr: float = 1e-3, weight_decay: float = 5e-4,
-                     patience: int = 15, seed: int = 0, workers: int = 2, device: str = "cpu",
-                     max_minutes: float = math.inf) -> dict:
+def train_classifier(
+    train: list[Record],
+    validation: list[Record],
+    findings: list[str],
+    out_dir: Path,
+    *,
+    epochs: int = 60,
+    batch_size: int = 32,
+    lr: float = 1e-3,
+    weight_decay: float = 5e-4,
+    patience: int = 15,
+    seed: int = 0,
+    workers: int = 2,
+    device: str = "cpu",
+    max_minutes: float = math.inf,
+) -> dict:
     """Train, keep the best EMA weights by mean validation AUC, write ``classifier.pt`` + summary JSON."""
     dev = torch.device(device)
     log = make_logger(out_dir, "classifier")
@@ -43,14 +56,27 @@ def train_classifier(train: list[Record], validation: list[Record], findings: li
     total = epochs * steps_per_epoch
     warmup = 2 * steps_per_epoch
     schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, max(s / total, cost.elapsed() / budget)))))
+        optimizer,
+        lambda s: (
+            min(1.0, (s + 1) / warmup)
+            * 0.5
+            * (1 + math.cos(math.pi * min(1.0, max(s / total, cost.elapsed() / budget))))
+        ),
+    )
     labels = np.array([r.labels for r in train])
-    pos_weight = torch.tensor(np.clip((len(labels) - labels.sum(0)) / np.maximum(labels.sum(0), 1), 1, 20),
-                              dtype=torch.float32, device=dev)
+    pos_weight = torch.tensor(
+        np.clip((len(labels) - labels.sum(0)) / np.maximum(labels.sum(0), 1), 1, 20), dtype=torch.float32, device=dev
+    )
     loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=pos_weight)
     train_loader = torch.utils.data.DataLoader(
-        ModelSpaceDataset(train), batch_size=batch_size, shuffle=True, drop_last=True, num_workers=workers,
-        persistent_workers=workers > 0, generator=torch.Generator().manual_seed(seed))
+        ModelSpaceDataset(train),
+        batch_size=batch_size,
+        shuffle=True,
+        drop_last=True,
+        num_workers=workers,
+        persistent_workers=workers > 0,
+        generator=torch.Generator().manual_seed(seed),
+    )
     val_loader = torch.utils.data.DataLoader(ModelSpaceDataset(validation), batch_size=64, num_workers=workers)
 
     state = {"epoch": 0, "best_auc": -1.0, "best_epoch": -1, "history": [], "seconds": 0.0}
@@ -63,10 +89,14 @@ def train_classifier(train: list[Record], validation: list[Record], findings: li
         state = checkpoint["state"]
         torch.set_rng_state(checkpoint["rng"])
         log.info("resumed at epoch %d (best mean AUC %.4f)", state["epoch"], state["best_auc"])
-    log.info("classifier: %d train / %d validation images, findings %s, device %s",
-             len(train), len(validation), findings, dev)
-    while state["epoch"] < epochs and state["epoch"] - state["best_epoch"] <= patience \
-            and cost.elapsed() < budget:
+    log.info(
+        "classifier: %d train / %d validation images, findings %s, device %s",
+        len(train),
+        len(validation),
+        findings,
+        dev,
+    )
+    while state["epoch"] < epochs and state["epoch"] - state["best_epoch"] <= patience and cost.elapsed() < budget:
         model.train()
         running = 0.0
         for x, y in train_loader:
@@ -87,21 +117,40 @@ def train_classifier(train: list[Record], validation: list[Record], findings: li
         if mean_auc > state["best_auc"]:
             state.update(best_auc=mean_auc, best_epoch=state["epoch"])
             torch.save(ema.module.state_dict(), out_dir / "classifier_best.pt")
-        log.info("epoch %3d loss %.4f val AUC %s mean %.4f (best %.4f @%d)", state["epoch"],
-                 running / len(train_loader), {k: round(v, 3) for k, v in aucs.items()}, mean_auc,
-                 state["best_auc"], state["best_epoch"])
-        save_checkpoint(out_dir / "classifier_checkpoint.pt", {
-            "model": model.state_dict(), "ema": ema.state_dict(), "optimizer": optimizer.state_dict(),
-            "schedule": schedule.state_dict(), "state": {**state, "seconds": state["seconds"] + cost.elapsed()},
-            "rng": torch.get_rng_state()})
+        log.info(
+            "epoch %3d loss %.4f val AUC %s mean %.4f (best %.4f @%d)",
+            state["epoch"],
+            running / len(train_loader),
+            {k: round(v, 3) for k, v in aucs.items()},
+            mean_auc,
+            state["best_auc"],
+            state["best_epoch"],
+        )
+        save_checkpoint(
+            out_dir / "classifier_checkpoint.pt",
+            {
+                "model": model.state_dict(),
+                "ema": ema.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "schedule": schedule.state_dict(),
+                "state": {**state, "seconds": state["seconds"] + cost.elapsed()},
+                "rng": torch.get_rng_state(),
+            },
+        )
     model.load_state_dict(torch.load(out_dir / "classifier_best.pt", map_location=dev, weights_only=True))
     probs, val_labels = predict_probabilities(model, val_loader, dev)
     thresholds = {f: youden_threshold(val_labels[:, i], probs[:, i]) for i, f in enumerate(findings)}
     torch.save(half_state_dict(model), out_dir / "classifier.pt")
     summary = {
-        "findings": findings, "thresholds": thresholds, "threshold_rule": "Youden's J on the validation split",
-        "best_epoch": state["best_epoch"], "epochs_run": state["epoch"], "validation_auc": state["history"][
-            state["best_epoch"] - 1]["val_auc"], "seed": seed, "lr": lr, "batch_size": batch_size,
+        "findings": findings,
+        "thresholds": thresholds,
+        "threshold_rule": "Youden's J on the validation split",
+        "best_epoch": state["best_epoch"],
+        "epochs_run": state["epoch"],
+        "validation_auc": state["history"][state["best_epoch"] - 1]["val_auc"],
+        "seed": seed,
+        "lr": lr,
+        "batch_size": batch_size,
         "cost": cost.report(state["seconds"]),
     }
     write_json(out_dir / "classifier_summary.json", summary)

@@ -5,6 +5,7 @@ Two label layouts are read: the staged ``labels.csv`` of ``../shared/data/nih`` 
 (``Image Index``, ``Patient ID``, ``Finding Labels`` joined by ``|``), so the same code trains on
 the full 112k-image release. Images are read from disk one at a time, never held all in memory.
 """
+
 from __future__ import annotations
 
 import csv

@@ -7,6 +7,7 @@ directions along which the logit changes most on average) are the candidates. Ea
 so that moving along it raises the finding, then ranked by its measured effect: mean change of the
 finding's logit after a fixed step, minus the mean absolute change of the other findings' logits.
 """
+
 from __future__ import annotations
 
 import torch
@@ -14,13 +15,14 @@ import torch
 from ..models import Autoencoder, Classifier
 
 
-def latent_gradients(classifier: Classifier, autoencoder: Autoencoder, images: torch.Tensor, target: int,
-                     batch_size: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
+def latent_gradients(
+    classifier: Classifier, autoencoder: Autoencoder, images: torch.Tensor, target: int, batch_size: int = 16
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(N, D) gradients of logit ``target`` w.r.t. the latent, and the (N, D) latents themselves."""
     grads, latents = [], []
     for start in range(0, len(images), batch_size):
         with torch.no_grad():
-            z = autoencoder.encode(images[start:start + batch_size])
+            z = autoencoder.encode(images[start : start + batch_size])
         z.requires_grad_(True)
         classifier(autoencoder.decode(z))[:, target].sum().backward()
         grads.append(z.grad.flatten(1))
@@ -29,8 +31,16 @@ def latent_gradients(classifier: Classifier, autoencoder: Autoencoder, images: t
 
 
 @torch.no_grad()
-def _effect(classifier: Classifier, autoencoder: Autoencoder, latents: torch.Tensor, base: torch.Tensor,
-            direction: torch.Tensor, target: int, step: float, shape: tuple[int, ...]) -> tuple[float, float]:
+def _effect(
+    classifier: Classifier,
+    autoencoder: Autoencoder,
+    latents: torch.Tensor,
+    base: torch.Tensor,
+    direction: torch.Tensor,
+    target: int,
+    step: float,
+    shape: tuple[int, ...],
+) -> tuple[float, float]:
     """Mean change of the target logit, and mean |change| of the others, after a step along ``direction``."""
     scale = latents.norm(dim=1, keepdim=True)
     moved = classifier(autoencoder.decode((latents + step * scale * direction).view(-1, *shape)))
@@ -40,9 +50,17 @@ def _effect(classifier: Classifier, autoencoder: Autoencoder, latents: torch.Ten
     return float(delta[:, target].mean()), float(delta[:, others].abs().mean()) if others.any() else 0.0
 
 
-def find_directions(classifier: Classifier, autoencoder: Autoencoder, images: torch.Tensor, findings: list[str],
-                    candidates: int = 8, keep: int = 4, step: float = 0.3, gradient_images: int = 128,
-                    effect_images: int = 32) -> tuple[dict[str, torch.Tensor], dict[str, list[dict]]]:
+def find_directions(
+    classifier: Classifier,
+    autoencoder: Autoencoder,
+    images: torch.Tensor,
+    findings: list[str],
+    candidates: int = 8,
+    keep: int = 4,
+    step: float = 0.3,
+    gradient_images: int = 128,
+    effect_images: int = 32,
+) -> tuple[dict[str, torch.Tensor], dict[str, list[dict]]]:
     """Directions per finding, (keep, C, H, W) each, best first; and the measured effect of each."""
     classifier.eval().requires_grad_(False)
     autoencoder.eval().requires_grad_(False)

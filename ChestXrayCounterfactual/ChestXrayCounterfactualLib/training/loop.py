@@ -1,4 +1,5 @@
 """What both training runs share: seeding, logging, resumable checkpoints, cost accounting."""
+
 from __future__ import annotations
 
 import json

@@ -1,6 +1,7 @@
 """From a finished training run to the shipped model set: latent directions, test-set metrics with
 bootstrap intervals, and ``weights/`` (files, ``model_card.json`` with sha256 of every file, and
 ``MODEL_CARD.md``). Metrics are measured on the held-out test patients only."""
+
 from __future__ import annotations
 
 import json
@@ -21,9 +22,12 @@ from .directions import find_directions
 NIH_ATTRIBUTION = (
     "NIH ChestX-ray14 (https://nihcc.app.box.com/v/ChestXray-NIHCC), provided by the NIH Clinical Center. "
     "Wang X, Peng Y, Lu L, Lu Z, Bagheri M, Summers RM. ChestX-ray8: Hospital-scale Chest X-ray Database and "
-    "Benchmarks on Weakly-Supervised Classification and Localization of Common Thorax Diseases. IEEE CVPR 2017.")
-MHH_ATTRIBUTION = ("Hannover Medical School COVID-19 image repository (CC BY 3.0), Institute for Diagnostic and "
-                   "Interventional Radiology, Hannover Medical School; DOI 10.6084/m9.figshare.12275009.")
+    "Benchmarks on Weakly-Supervised Classification and Localization of Common Thorax Diseases. IEEE CVPR 2017."
+)
+MHH_ATTRIBUTION = (
+    "Hannover Medical School COVID-19 image repository (CC BY 3.0), Institute for Diagnostic and "
+    "Interventional Radiology, Hannover Medical School; DOI 10.6084/m9.figshare.12275009."
+)
 
 
 def load_networks(run: Path, findings: list[str], latent_channels: int = 32) -> tuple[Classifier, Autoencoder]:
@@ -40,8 +44,13 @@ def stack_images(records: list[Record]) -> torch.Tensor:
 
 
 @torch.no_grad()
-def test_metrics(classifier: Classifier, autoencoder: Autoencoder, thresholds: dict[str, float],
-                 test: list[Record], ood: list[Record]) -> dict:
+def test_metrics(
+    classifier: Classifier,
+    autoencoder: Autoencoder,
+    thresholds: dict[str, float],
+    test: list[Record],
+    ood: list[Record],
+) -> dict:
     findings = classifier.findings
     loader = torch.utils.data.DataLoader(ModelSpaceDataset(test), batch_size=16)
     probs, probs_rec, labels, maes, ssims = [], [], [], [], []
@@ -58,14 +67,21 @@ def test_metrics(classifier: Classifier, autoencoder: Autoencoder, thresholds: d
     for i, f in enumerate(findings):
         sens, spec = sensitivity_specificity(y[:, i], p[:, i], thresholds[f])
         low, high = bootstrap_ci(y[:, i], p[:, i])
-        classifier_metrics[f] = {"auc": round(roc_auc(y[:, i], p[:, i]), 4), "auc_95ci": [round(low, 4), round(high, 4)],
-                                 "sensitivity": round(sens, 4), "specificity": round(spec, 4),
-                                 "positives": int(y[:, i].sum()), "negatives": int(len(y) - y[:, i].sum())}
+        classifier_metrics[f] = {
+            "auc": round(roc_auc(y[:, i], p[:, i]), 4),
+            "auc_95ci": [round(low, 4), round(high, 4)],
+            "sensitivity": round(sens, 4),
+            "specificity": round(spec, 4),
+            "positives": int(y[:, i].sum()),
+            "negatives": int(len(y) - y[:, i].sum()),
+        }
     mean_ci = lambda v: [round(float(a), 4) for a in bootstrap_ci(v, v, lambda a, _: float(np.mean(a)))]  # noqa: E731
     dp = np.abs(p - pr)
     autoencoder_metrics = {
-        "mae": round(float(mae.mean()), 4), "mae_95ci": mean_ci(mae),
-        "ssim": round(float(s.mean()), 4), "ssim_95ci": mean_ci(s),
+        "mae": round(float(mae.mean()), 4),
+        "mae_95ci": mean_ci(mae),
+        "ssim": round(float(s.mean()), 4),
+        "ssim_95ci": mean_ci(s),
         "mean_abs_dp": {f: round(float(dp[:, i].mean()), 4) for i, f in enumerate(findings)},
         "mean_abs_dp_95ci": {f: mean_ci(dp[:, i]) for i, f in enumerate(findings)},
     }
@@ -73,13 +89,26 @@ def test_metrics(classifier: Classifier, autoencoder: Autoencoder, thresholds: d
         xs = stack_images(ood)
         recon = autoencoder(xs)
         autoencoder_metrics["out_of_distribution_mhh_covid19"] = {
-            "images": len(ood), "mae": round(float((recon - xs).abs().mean()), 4), "ssim": round(float(ssim(recon, xs)), 4)}
-    return {"test_images": len(test), "test_patients": len({r.patient for r in test}),
-            "classifier": classifier_metrics, "autoencoder": autoencoder_metrics}
+            "images": len(ood),
+            "mae": round(float((recon - xs).abs().mean()), 4),
+            "ssim": round(float(ssim(recon, xs)), 4),
+        }
+    return {
+        "test_images": len(test),
+        "test_patients": len({r.patient for r in test}),
+        "classifier": classifier_metrics,
+        "autoencoder": autoencoder_metrics,
+    }
 
 
-def publish(run: Path, weights: Path, splits: dict[str, list[Record]], ood: list[Record], findings: list[str],
-            data_summary: dict) -> dict:
+def publish(
+    run: Path,
+    weights: Path,
+    splits: dict[str, list[Record]],
+    ood: list[Record],
+    findings: list[str],
+    data_summary: dict,
+) -> dict:
     """Directions + metrics + weights folder with card; returns the card."""
     torch.set_grad_enabled(True)
     classifier_summary = json.loads((run / "classifier_summary.json").read_text())
@@ -87,35 +116,56 @@ def publish(run: Path, weights: Path, splits: dict[str, list[Record]], ood: list
     thresholds = classifier_summary["thresholds"]
     classifier, autoencoder = load_networks(run, findings)
     start = time.time()
-    directions, direction_report = find_directions(classifier, autoencoder, stack_images(splits["validation"]), findings)
+    directions, direction_report = find_directions(
+        classifier, autoencoder, stack_images(splits["validation"]), findings
+    )
     direction_seconds = round(time.time() - start, 1)
     torch.save({k: v.half() for k, v in directions.items()}, run / "directions.pt")
     metrics = test_metrics(classifier, autoencoder, thresholds, splits["test"], ood)
     (run / "test_metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     weights.mkdir(parents=True, exist_ok=True)
     files = {}
-    for key, name in (("classifier", "classifier.pt"), ("autoencoder", "autoencoder.pt"), ("directions", "directions.pt")):
+    for key, name in (
+        ("classifier", "classifier.pt"),
+        ("autoencoder", "autoencoder.pt"),
+        ("directions", "directions.pt"),
+    ):
         shutil.copyfile(run / name, weights / name)
         files[key] = {"file": name, "sha256": sha256_of(weights / name), "bytes": (weights / name).stat().st_size}
     shutil.copyfile(run / "splits.csv", weights / "splits.csv")
     files["splits"] = {"file": "splits.csv", "sha256": sha256_of(weights / "splits.csv")}
     card = {
-        "name": "bundled-nih-224", "format_version": 1, "resolution": 224, "channels": 1,
+        "name": "bundled-nih-224",
+        "format_version": 1,
+        "resolution": 224,
+        "channels": 1,
         "input": "model space: the radiograph's display intensities (window applied, bone bright) in [0, 1], "
-                 "padded to a centred square with 0 and resized (area) to 224x224",
-        "findings": findings, "thresholds": thresholds,
+        "padded to a centred square with 0 and resized (area) to 224x224",
+        "findings": findings,
+        "thresholds": thresholds,
         "threshold_rule": classifier_summary["threshold_rule"],
-        "classifier": {"architecture": "resnet18", "library": f"torchvision {__import__('torchvision').__version__}",
-                       "input_normalisation": {"mean": CLASSIFIER_NORMALISATION[0], "std": CLASSIFIER_NORMALISATION[1]},
-                       "output": "one logit per finding (sigmoid gives the probability)",
-                       "gradcam_layer": "net.layer4", "training": classifier_summary},
-        "autoencoder": {"architecture": "convolutional, residual blocks, GroupNorm", "latent_channels": 32,
-                        "widths": list(autoencoder.widths), "latent_shape": [32, 14, 14],
-                        "loss": "L1 + 0.5 (1 - SSIM) + classifier consistency (|dp| + 0.1 layer4 feature MSE)",
-                        "training": autoencoder_summary},
-        "directions": {"method": "EigenFind-style: top singular vectors of the validation latent gradients, "
-                                 "oriented to raise the finding, ranked by measured effect",
-                       "per_finding": direction_report, "seconds": direction_seconds},
+        "classifier": {
+            "architecture": "resnet18",
+            "library": f"torchvision {__import__('torchvision').__version__}",
+            "input_normalisation": {"mean": CLASSIFIER_NORMALISATION[0], "std": CLASSIFIER_NORMALISATION[1]},
+            "output": "one logit per finding (sigmoid gives the probability)",
+            "gradcam_layer": "net.layer4",
+            "training": classifier_summary,
+        },
+        "autoencoder": {
+            "architecture": "convolutional, residual blocks, GroupNorm",
+            "latent_channels": 32,
+            "widths": list(autoencoder.widths),
+            "latent_shape": [32, 14, 14],
+            "loss": "L1 + 0.5 (1 - SSIM) + classifier consistency (|dp| + 0.1 layer4 feature MSE)",
+            "training": autoencoder_summary,
+        },
+        "directions": {
+            "method": "EigenFind-style: top singular vectors of the validation latent gradients, "
+            "oriented to raise the finding, ranked by measured effect",
+            "per_finding": direction_report,
+            "seconds": direction_seconds,
+        },
         "training_data": data_summary,
         "test_metrics": metrics,
         "files": files,
@@ -133,15 +183,21 @@ def render_card(card: dict) -> str:
     rows = "\n".join(
         f"| {f} | {v['auc']:.3f} ({v['auc_95ci'][0]:.3f}-{v['auc_95ci'][1]:.3f}) | {card['thresholds'][f]:.3f} | "
         f"{v['sensitivity']:.2f} | {v['specificity']:.2f} | {v['positives']} / {v['negatives']} |"
-        for f, v in m["classifier"].items())
+        for f, v in m["classifier"].items()
+    )
     ae = m["autoencoder"]
     dp = ", ".join(f"{f} {v:.3f}" for f, v in ae["mean_abs_dp"].items())
     ood = ae.get("out_of_distribution_mhh_covid19")
-    ood_line = f"- Out of distribution (Hannover COVID-19, {ood['images']} held-out images): MAE {ood['mae']:.3f}, SSIM {ood['ssim']:.3f}\n" if ood else ""
+    ood_line = (
+        f"- Out of distribution (Hannover COVID-19, {ood['images']} held-out images): MAE {ood['mae']:.3f}, SSIM {ood['ssim']:.3f}\n"
+        if ood
+        else ""
+    )
     c, a = card["classifier"]["training"], card["autoencoder"]["training"]
     data = card["training_data"]
     files = "\n".join(f"| `{v['file']}` | `{v['sha256']}` |" for v in card["files"].values())
-    return f"""# Model card: {card['name']}
+    return (
+        f"""# Model card: {card["name"]}
 
 **Intended use: research and education, not for diagnosis.** These models were trained on a few
 thousand public chest radiographs on one machine; they are here so the explanation methods have
@@ -149,20 +205,20 @@ something real to explain, and so their behaviour can be measured. Do not use th
 
 ## Models
 - Classifier: torchvision ResNet-18, one grey input channel, 224x224, trained from scratch; outputs one
-  logit per finding ({', '.join(card['findings'])}). Input normalisation inside the model:
+  logit per finding ({", ".join(card["findings"])}). Input normalisation inside the model:
   (x - 0.5) / 0.25 on model-space intensities in [0, 1].
 - Autoencoder: convolutional, spatial latent 32x14x14 (6,272 values), L1 + SSIM + classifier-consistency loss.
-- Latent directions ("directions" counterfactual method): {card['directions']['method']}.
-- Model space: {card['input']}.
-- Decision thresholds: {card['threshold_rule']}.
+- Latent directions ("directions" counterfactual method): {card["directions"]["method"]}.
+- Model space: {card["input"]}.
+- Decision thresholds: {card["threshold_rule"]}.
 
-## Test-set metrics ({m['test_images']} images, {m['test_patients']} patients never used for training or tuning)
+## Test-set metrics ({m["test_images"]} images, {m["test_patients"]} patients never used for training or tuning)
 | Finding | AUC (95% bootstrap CI) | Threshold | Sensitivity | Specificity | Positives / negatives |
 |---|---|---|---|---|---|
 {rows}
 
-Autoencoder: MAE {ae['mae']:.4f} (95% CI {ae['mae_95ci'][0]:.4f}-{ae['mae_95ci'][1]:.4f}), SSIM {ae['ssim']:.3f}
-(95% CI {ae['ssim_95ci'][0]:.3f}-{ae['ssim_95ci'][1]:.3f}); mean |p(original) - p(reconstruction)|: {dp}.
+Autoencoder: MAE {ae["mae"]:.4f} (95% CI {ae["mae_95ci"][0]:.4f}-{ae["mae_95ci"][1]:.4f}), SSIM {ae["ssim"]:.3f}
+(95% CI {ae["ssim_95ci"][0]:.3f}-{ae["ssim_95ci"][1]:.3f}); mean |p(original) - p(reconstruction)|: {dp}.
 {ood_line}
 Targets set for this model: Cardiomegaly AUC >= 0.85, Effusion AUC >= 0.82, SSIM >= 0.90, mean |dp| <= 0.05.
 
@@ -173,10 +229,10 @@ Splits are by patient (sha256 of seed and patient id), written to `splits.csv`. 
 from reports and are noisy (about 90% accurate); the staged subset over-represents disease.
 
 ## Training
-- Classifier: best epoch {c['best_epoch']} of {c['epochs_run']}, AdamW lr {c['lr']}, batch {c['batch_size']},
+- Classifier: best epoch {c["best_epoch"]} of {c["epochs_run"]}, AdamW lr {c["lr"]}, batch {c["batch_size"]},
   class-balanced BCE, augmentation (rotation +-7 deg, scale 0.9-1.1, shift +-6%, gamma, contrast; no flips),
-  weight EMA, early stopping on mean validation AUC. Cost: {json.dumps(c['cost'])}.
-- Autoencoder: best epoch {a['best_epoch']} of {a['epochs_run']}. Cost: {json.dumps(a['cost'])}.
+  weight EMA, early stopping on mean validation AUC. Cost: {json.dumps(c["cost"])}.
+- Autoencoder: best epoch {a["best_epoch"]} of {a["epochs_run"]}. Cost: {json.dumps(a["cost"])}.
 - Reproduce: see "Training the bundled models" in the README.
 
 ## Files (the engine checks each sha256 before loading, and loads with `weights_only=True`)
@@ -185,4 +241,7 @@ from reports and are noisy (about 90% accurate); the staged subset over-represen
 {files}
 
 ## Attribution
-""" + "\n".join(f"- {a}" for a in card["attribution"]) + "\n"
+"""
+        + "\n".join(f"- {a}" for a in card["attribution"])
+        + "\n"
+    )
