@@ -215,14 +215,16 @@ def local_counterfactual(
     """Saliency-guided local counterfactual (the seed paper's idea, with the penalty made a constraint).
 
     The seed paper penalises change outside the saliency mask 1e5 times more than inside; here the
-    change is confined to the salient region outright (a soft mask, widened once if the finding
-    cannot be flipped there), a latent shift within it finds the threshold crossing in a few
+    change is confined to the salient region outright (a soft mask, widened if the finding
+    cannot be flipped there, and lifted as a last resort), a latent shift within it finds the threshold crossing in a few
     evaluations, and a bounded Adam refinement then holds the other findings near their values and
     shrinks the change while the threshold stays crossed.
     """
     evaluations = problem.evaluations
-    for low in (0.6, 0.3):
-        local = replace(problem, region=saliency_region(saliency, problem.valid, low), evaluations=0)
+    for low in (0.6, 0.3, 0.0):  # widened until the finding can be flipped; 0: anywhere in the image
+        local = replace(
+            problem, region=saliency_region(saliency, problem.valid, low) if low else problem.valid, evaluations=0
+        )
         start = latent_shift(local, frames, hold_others=True)
         evaluations += local.evaluations
         if start.crossed:

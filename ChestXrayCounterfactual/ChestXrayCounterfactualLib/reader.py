@@ -107,19 +107,29 @@ def _percentile_window(pixels: np.ndarray) -> tuple[float, float]:
     return float(low), float(high)
 
 
-def _finish(path: object, radiograph: Radiograph) -> Radiograph:
+def validate(name: object, radiograph: Radiograph) -> Radiograph:
+    """Refuse what cannot be explained (size, non-finite or constant pixels); fix a missing window.
+
+    Every way into the engine ends here: files through :func:`read_radiograph`, Slicer volumes
+    through ``scene.radiograph_from_volume``.
+    """
     pixels = radiograph.pixels
+    check_size(name, *pixels.shape)
     if not np.isfinite(pixels).all():
-        raise CorruptPixelDataError(path, "pixel data contains NaN or infinite values")
+        raise CorruptPixelDataError(name, "pixel data contains NaN or infinite values")
     if float(pixels.max()) == float(pixels.min()):
         raise ConstantImageError(
-            path, f"every pixel has the value {float(pixels.min()):g}; there is no image to explain"
+            name, f"every pixel has the value {float(pixels.min()):g}; there is no image to explain"
         )
     low, high = radiograph.window
     if not high > low:
         radiograph.window = _percentile_window(pixels)
-    radiograph.source = str(path)
     return radiograph
+
+
+def _finish(path: object, radiograph: Radiograph) -> Radiograph:
+    radiograph.source = str(path)
+    return validate(path, radiograph)
 
 
 def _sniff(path: Path) -> str:

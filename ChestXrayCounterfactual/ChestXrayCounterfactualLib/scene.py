@@ -22,7 +22,8 @@ import slicer
 from .counterfactual import DEFAULT_METHOD as DEFAULT_COUNTERFACTUAL
 from .engine import Explainer, Explanation, ProgressCallback
 from .saliency import DEFAULT_METHOD as DEFAULT_SALIENCY
-from .reader import Radiograph, read_radiograph
+from .errors import UnsupportedImageError
+from .reader import Radiograph, read_radiograph, validate
 
 ATTRIBUTE = "ChestXrayCounterfactual"
 SALIENCY_COLOR = "ChestXrayCounterfactual Inferno"
@@ -63,6 +64,10 @@ def radiograph_from_volume(volume_node) -> Radiograph:
     inverted MONOCHROME1 (GDCM does, DCMTK and Slicer's DICOM plugin do not).
     """
     pixels = slicer.util.arrayFromVolume(volume_node)
+    if pixels.ndim == 3 and pixels.shape[0] > 1:
+        raise UnsupportedImageError(
+            volume_node.GetName(), f"a 3D volume with {pixels.shape[0]} slices is not a radiograph"
+        )
     if pixels.ndim == 3:
         pixels = pixels[0]
     pixels = np.asarray(pixels, dtype=np.float32).copy()
@@ -91,10 +96,9 @@ def radiograph_from_volume(volume_node) -> Radiograph:
         if display is not None and display.GetWindow() > 0:
             window = (display.GetLevel() - display.GetWindow() / 2, display.GetLevel() + display.GetWindow() / 2)
         else:
-            low, high = np.percentile(pixels, [0.5, 99.5])
-            window = (float(low), float(high) if high > low else float(low) + 1)
+            window = (0.0, 0.0)  # validate() sets the percentile window
         inverted = volume_node.GetAttribute(f"{ATTRIBUTE}.Inverted") == "1"
-    return Radiograph(
+    radiograph = Radiograph(
         pixels,
         window,
         spacing,
@@ -102,6 +106,7 @@ def radiograph_from_volume(volume_node) -> Radiograph:
         source=volume_node.GetName(),
         metadata={"volume_node": volume_node.GetID(), "source_file": str(path or "")},
     )
+    return validate(volume_node.GetName(), radiograph)
 
 
 def _color_table(name: str, colors: np.ndarray):
@@ -117,16 +122,11 @@ def _color_table(name: str, colors: np.ndarray):
     return node
 
 
-def _inferno() -> np.ndarray:
+def _matplotlib_colors(name: str) -> np.ndarray:
+    """256 RGB colours of a matplotlib colour map (Slicer's own Inferno file is absent in slicer-core)."""
     from matplotlib import colormaps
 
-    return colormaps["inferno"](np.linspace(0, 1, 256))[:, :3]
-
-
-def _diverging() -> np.ndarray:
-    from matplotlib import colormaps
-
-    return colormaps["RdBu_r"](np.linspace(0, 1, 256))[:, :3]
+    return colormaps[name](np.linspace(0, 1, 256))[:, :3]
 
 
 def _output_volume(volume_node, role: str, finding: str, array: np.ndarray):
@@ -185,7 +185,7 @@ def _place(node, study: int) -> None:
 
 def _style_saliency(node) -> None:
     display = node.GetDisplayNode()
-    display.SetAndObserveColorNodeID(_color_table(SALIENCY_COLOR, _inferno()).GetID())
+    display.SetAndObserveColorNodeID(_color_table(SALIENCY_COLOR, _matplotlib_colors("inferno")).GetID())
     display.AutoWindowLevelOff()
     display.SetWindowLevelMinMax(0.0, 1.0)
     display.AutoThresholdOff()
@@ -214,7 +214,7 @@ def _style_like_input(node, volume_node, inverted: bool) -> None:
 
 def _style_difference(node, difference: np.ndarray) -> None:
     display = node.GetDisplayNode()
-    display.SetAndObserveColorNodeID(_color_table(DIFFERENCE_COLOR, _diverging()).GetID())
+    display.SetAndObserveColorNodeID(_color_table(DIFFERENCE_COLOR, _matplotlib_colors("RdBu_r")).GetID())
     limit = float(max(np.abs(difference).max(), 1e-6))
     display.AutoWindowLevelOff()
     display.SetWindowLevelMinMax(-limit, limit)
@@ -286,14 +286,10 @@ def _sequence(volume_node, explanation: Explanation, engine: Explainer, study: i
         logic.UpdateProxyNodesFromSequences(browser)
     proxy = browser.GetProxyNode(sequence)
     if proxy is not None:
-        _style_like_input(proxy, volume_node, radiograph_inverted(explanation))
+        _style_like_input(proxy, volume_node, explanation.radiograph.inverted)
     for node in (sequence, browser) + ((proxy,) if proxy is not None else ()):
         _place(node, study)
     return sequence, browser
-
-
-def radiograph_inverted(explanation: Explanation) -> bool:
-    return explanation.radiograph.inverted
 
 
 def _sequences_logic():

@@ -154,3 +154,15 @@ def test_slice_view_shows_the_saliency_overlay_where_saliency_is_high(explained)
     assert colour_change.max() > 50 and tinted > 0.05, "the inferno overlay must be visible over the radiograph"
     untouched = (colour_change == 0).mean()
     assert untouched > 0.05, "low saliency stays transparent (threshold)"
+
+
+def test_bad_volume_input_raises_one_sentence(mrml, explainer):
+    scene, *_ = mrml
+    table = scene.AddNewNodeByClass("vtkMRMLTableNode", "not a radiograph")
+    with pytest.raises(ValueError, match="choose a scalar volume"):
+        cxr_scene.explain_volume(table, engine=explainer)
+    flat = slicer.util.addVolumeFromArray(np.zeros((1, 128, 128), np.float32), name="blank")
+    from ChestXrayCounterfactualLib.errors import ConstantImageError
+
+    with pytest.raises(ConstantImageError, match="blank"):
+        cxr_scene.explain_volume(flat, engine=explainer)

@@ -203,13 +203,21 @@ def markdown(report: dict) -> str:
             f"{s['l1_model']:.4f} / {s['l1_grid']:.4f} | {s['ssim_model']:.3f} | {s['share_in_top10_saliency']:.2f} | "
             f"{box} | {s['ae_error']:.4f} | {s['others_abs_dp']:.3f} | {s['seconds_median']:.2f} ({s['seconds_p95']:.2f}) |"
         )
-    lines += ["", "| ours vs the seed paper's method | flip rate ours / seed | speed-up (median s) | locality ours / seed |",
-              "|---|---|---|---|"]
+    lines += [
+        "",
+        "| ours vs the seed paper's method | flip rate ours / seed | speed-up (median s) | locality ours / seed |",
+        "|---|---|---|---|",
+    ]
     for key, r in report["ratios"].items():
-        lines.append(f"| {key} | {r['flip_rate'][0]:.2f} / {r['flip_rate'][1]:.2f} | {r['speedup']:.1f}x | "
-                     f"{r['locality'][0]:.2f} / {r['locality'][1]:.2f} |")
-    lines += ["", "| pointing game (saliency argmax inside an NIH box) | " + " | ".join(SALIENCY_METHODS) + " |",
-              "|---|" + "---|" * len(SALIENCY_METHODS)]
+        lines.append(
+            f"| {key} | {r['flip_rate'][0]:.2f} / {r['flip_rate'][1]:.2f} | {r['speedup']:.1f}x | "
+            f"{r['locality'][0]:.2f} / {r['locality'][1]:.2f} |"
+        )
+    lines += [
+        "",
+        "| pointing game (saliency argmax inside an NIH box) | " + " | ".join(SALIENCY_METHODS) + " |",
+        "|---|" + "---|" * len(SALIENCY_METHODS),
+    ]
     for finding, methods in report["pointing_game"].items():
         lines.append(f"| {finding} | " + " | ".join(f"{v['hits']}/{v['cases']}" for v in methods.values()) + " |")
     return "\n".join(lines) + "\n"
