@@ -84,6 +84,9 @@ class ChestXrayCounterfactualWidget(ScriptedLoadableModuleWidget, VTKObservation
         self.ui.colorMapComboBox.connect("currentIndexChanged(int)", self.onColorMap)
         self.ui.compareButton.connect("clicked(bool)", self.onCompare)
         self.ui.playButton.connect("toggled(bool)", self.onPlay)
+        self.ui.modelSetComboBox.connect("currentIndexChanged(int)", self.onModelSet)
+        self.ui.addModelSetButton.connect("clicked(bool)", self.onAddModelSet)
+        self._fillModelSets()
         self.initializeParameterNode()
 
     def cleanup(self) -> None:
@@ -128,6 +131,37 @@ class ChestXrayCounterfactualWidget(ScriptedLoadableModuleWidget, VTKObservation
         self.ui.explainButton.enabled = ready
         if self._lastNodes.get("saliency"):
             self.logic.setSaliencyOpacity(self._parameterNode.saliencyOpacity)
+
+    MODEL_SETS_KEY = "ChestXrayCounterfactual/ModelSets"
+
+    def _fillModelSets(self) -> None:
+        """Bundled first, then the spec files the user added (application settings, not the scene)."""
+        specs = slicer.app.settings().value(self.MODEL_SETS_KEY) or []
+        specs = [specs] if isinstance(specs, str) else list(specs)
+        combo = self.ui.modelSetComboBox
+        combo.blockSignals(True)
+        combo.clear()
+        combo.addItem(_("Bundled (NIH, 224 px)"), "")
+        for spec in specs:
+            combo.addItem(os.path.basename(spec), spec)
+        combo.blockSignals(False)
+
+    def onAddModelSet(self) -> None:
+        path = slicer.qt.QFileDialog.getOpenFileName(slicer.util.mainWindow(), _("Model-set spec"), "", "JSON (*.json)")
+        if not path:
+            return
+        with slicer.util.tryWithErrorDisplay(_("This model-set spec cannot be used."), waitCursor=True):
+            from ChestXrayCounterfactualLib import scene
+
+            scene.explainer(path)  # validated (and loaded) before it is remembered
+            specs = slicer.app.settings().value(self.MODEL_SETS_KEY) or []
+            specs = [specs] if isinstance(specs, str) else list(specs)
+            slicer.app.settings().setValue(self.MODEL_SETS_KEY, [s for s in specs if s != path] + [path])
+            self._fillModelSets()
+            self.ui.modelSetComboBox.setCurrentIndex(self.ui.modelSetComboBox.count - 1)
+
+    def onModelSet(self, index: int) -> None:
+        self.logic.modelSet = self.ui.modelSetComboBox.itemData(index) or None
 
     def onLoadFile(self) -> None:
         path = slicer.qt.QFileDialog.getOpenFileName(
@@ -220,8 +254,9 @@ class ChestXrayCounterfactualWidget(ScriptedLoadableModuleWidget, VTKObservation
 class ChestXrayCounterfactualLogic(ScriptedLoadableModuleLogic):
     """Usable from Slicer's Python without the GUI; raises on failure (the Widget displays errors)."""
 
-    def __init__(self) -> None:
+    def __init__(self, modelSet: str | None = None) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
+        self.modelSet = modelSet  # a model-set spec file; None: the bundled models
 
     def getParameterNode(self):
         return ChestXrayCounterfactualParameterNode(super().getParameterNode())
@@ -292,7 +327,7 @@ class ChestXrayCounterfactualLogic(ScriptedLoadableModuleLogic):
         """(probabilities, thresholds) of every finding of the bundled model set."""
         from ChestXrayCounterfactualLib import scene
 
-        engine = scene.explainer()
+        engine = scene.explainer(self.modelSet)
         return engine.predict(scene.radiograph_from_volume(volumeNode)), dict(engine.models.thresholds)
 
     def explainVolume(
@@ -301,13 +336,20 @@ class ChestXrayCounterfactualLogic(ScriptedLoadableModuleLogic):
         """Explain a volume; the created nodes by role (see ``ChestXrayCounterfactualLib.scene.explain_volume``)."""
         from ChestXrayCounterfactualLib import scene
 
-        return scene.explain_volume(volumeNode, finding, method, saliency, direction, progress=progress)
+        return scene.explain_volume(
+            volumeNode, finding, method, saliency, direction, scene.explainer(self.modelSet), progress
+        )
 
     def explainFiles(self, paths, outputDir, finding=None, method=None, saliency=None, overwrite=False) -> int:
         """The engine CLI's files for each input; returns its exit code (0: all done, 1: some failed)."""
         from ChestXrayCounterfactualLib.cli import main
 
-        args = ["explain", *[str(p) for p in paths], "--out", str(outputDir)]
+        args = (["--models", self.modelSet] if self.modelSet else []) + [
+            "explain",
+            *[str(p) for p in paths],
+            "--out",
+            str(outputDir),
+        ]
         for option, value in (("--finding", finding), ("--method", method), ("--saliency", saliency)):
             if value:
                 args += [option, value]

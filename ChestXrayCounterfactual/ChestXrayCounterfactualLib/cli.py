@@ -33,8 +33,10 @@ def _parser() -> argparse.ArgumentParser:
         "(research and education, not for diagnosis).",
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
-    parser.add_argument("--weights", help="model set folder (default: the bundled weights)")
+    parser.add_argument("--models", help="model-set spec (JSON) or weights folder (default: the bundled models)")
     sub = parser.add_subparsers(dest="command", required=True)
+    export = sub.add_parser("export-torchscript", help="write the model set as TorchScript files and a spec")
+    export.add_argument("--out", required=True, type=Path)
     predict = sub.add_parser("predict", help="probability of every finding")
     predict.add_argument("files", nargs="+", type=Path)
     predict.add_argument("--json", action="store_true", help="print one JSON document")
@@ -74,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from .engine import Explainer
     from .modelset import load_model_set
+    from .modelspec import export_torchscript, load_spec
     from .reader import read_radiograph
 
     def fail(path: Path, error: BaseException) -> None:
@@ -88,12 +91,15 @@ def main(argv: list[str] | None = None) -> int:
         _say(f"error: {message}")
 
     try:
-        explainer = Explainer(load_model_set(args.weights))
+        explainer = Explainer(load_spec(args.models) if args.models else load_model_set())
     except ExplainerError as error:
         if args.debug:
             traceback.print_exc()
         print(f"error: {error}", file=sys.stderr)
         return 2
+    if args.command == "export-torchscript":
+        print(export_torchscript(explainer.models, args.out))
+        return 0
     failures = 0
     results = []
     used: set[str] = set()

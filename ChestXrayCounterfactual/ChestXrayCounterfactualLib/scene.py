@@ -31,15 +31,17 @@ DIFFERENCE_COLOR = "ChestXrayCounterfactual DivergingBlueRed"
 #: Saliency below this fraction of its maximum is transparent, so the anatomy stays visible.
 SALIENCY_VISIBLE_FROM = 0.15
 
-_explainer: Explainer | None = None
+_explainers: dict[str, Explainer] = {}
 
 
-def explainer() -> Explainer:
-    """The engine with the bundled model set, loaded (and verified) once per process."""
-    global _explainer
-    if _explainer is None:
-        _explainer = Explainer()
-    return _explainer
+def explainer(model_set: str | None = None) -> Explainer:
+    """The engine for a model-set spec (default: the bundled models), loaded and verified once per process."""
+    key = str(model_set or "")
+    if key not in _explainers:
+        from .modelspec import load_spec
+
+        _explainers[key] = Explainer(load_spec(model_set) if model_set else None)
+    return _explainers[key]
 
 
 def source_file(volume_node) -> Path | None:
