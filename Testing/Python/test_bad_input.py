@@ -207,8 +207,13 @@ def test_interrupted_batch_leaves_only_complete_outputs_and_rerun_finishes(tmp_p
     command = [sys.executable, "-m", "ChestXrayCounterfactualLib", "explain", *map(str, inputs), "--out", str(out)]
     # A shell's background job inherits SIGINT ignored (and Python then keeps ignoring it): restore the
     # default, so the child reacts to SIGINT as a terminal's Ctrl-C makes it react.
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    process = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     deadline = time.time() + 300
     while time.time() < deadline and not (out / "case0").exists():
         time.sleep(0.05)

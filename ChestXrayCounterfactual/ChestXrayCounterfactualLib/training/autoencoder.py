@@ -12,8 +12,18 @@ import torch
 
 from ..metrics import ssim
 from ..models import Autoencoder, Classifier
-from .data import ModelSpaceDataset, Record, augment
-from .loop import CostMeter, half_state_dict, load_checkpoint, make_logger, save_checkpoint, seed_everything, write_json
+from .data import Record, augment
+from .loop import (
+    CostMeter,
+    half_state_dict,
+    load_checkpoint,
+    loaders,
+    make_logger,
+    save_checkpoint,
+    seed_everything,
+    warmup_cosine,
+    write_json,
+)
 
 
 def _features(classifier: Classifier, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -74,24 +84,8 @@ def train_autoencoder(
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-5)
     steps_per_epoch = math.ceil(len(train) / batch_size)
     total = epochs * steps_per_epoch
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        lambda s: (
-            min(1.0, (s + 1) / steps_per_epoch)
-            * 0.5
-            * (1 + math.cos(math.pi * min(1.0, max(s / total, cost.elapsed() / budget))))
-        ),
-    )
-    train_loader = torch.utils.data.DataLoader(
-        ModelSpaceDataset(train),
-        batch_size=batch_size,
-        shuffle=True,
-        drop_last=True,
-        num_workers=workers,
-        persistent_workers=workers > 0,
-        generator=torch.Generator().manual_seed(seed),
-    )
-    val_loader = torch.utils.data.DataLoader(ModelSpaceDataset(validation), batch_size=64, num_workers=workers)
+    schedule = warmup_cosine(optimizer, total, steps_per_epoch, cost, budget)
+    train_loader, val_loader = loaders(train, validation, batch_size, workers, seed)
 
     state = {"epoch": 0, "best_score": math.inf, "best_epoch": -1, "history": [], "seconds": 0.0}
     checkpoint = load_checkpoint(out_dir / "autoencoder_checkpoint.pt")

@@ -13,8 +13,18 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from ..metrics import roc_auc, youden_threshold
 from ..models import Classifier
-from .data import ModelSpaceDataset, Record, augment
-from .loop import CostMeter, half_state_dict, load_checkpoint, make_logger, save_checkpoint, seed_everything, write_json
+from .data import Record, augment
+from .loop import (
+    CostMeter,
+    half_state_dict,
+    load_checkpoint,
+    loaders,
+    make_logger,
+    save_checkpoint,
+    seed_everything,
+    warmup_cosine,
+    write_json,
+)
 
 
 @torch.no_grad()
@@ -55,29 +65,13 @@ def train_classifier(
     steps_per_epoch = math.ceil(len(train) / batch_size)
     total = epochs * steps_per_epoch
     warmup = 2 * steps_per_epoch
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        lambda s: (
-            min(1.0, (s + 1) / warmup)
-            * 0.5
-            * (1 + math.cos(math.pi * min(1.0, max(s / total, cost.elapsed() / budget))))
-        ),
-    )
+    schedule = warmup_cosine(optimizer, total, warmup, cost, budget)
     labels = np.array([r.labels for r in train])
     pos_weight = torch.tensor(
         np.clip((len(labels) - labels.sum(0)) / np.maximum(labels.sum(0), 1), 1, 20), dtype=torch.float32, device=dev
     )
     loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=pos_weight)
-    train_loader = torch.utils.data.DataLoader(
-        ModelSpaceDataset(train),
-        batch_size=batch_size,
-        shuffle=True,
-        drop_last=True,
-        num_workers=workers,
-        persistent_workers=workers > 0,
-        generator=torch.Generator().manual_seed(seed),
-    )
-    val_loader = torch.utils.data.DataLoader(ModelSpaceDataset(validation), batch_size=64, num_workers=workers)
+    train_loader, val_loader = loaders(train, validation, batch_size, workers, seed)
 
     state = {"epoch": 0, "best_auc": -1.0, "best_epoch": -1, "history": [], "seconds": 0.0}
     checkpoint = load_checkpoint(out_dir / "classifier_checkpoint.pt")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import random
 import resource
 import time
@@ -29,6 +30,36 @@ def make_logger(out_dir: Path, name: str) -> logging.Logger:
             handler.setFormatter(fmt)
             logger.addHandler(handler)
     return logger
+
+
+def warmup_cosine(
+    optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int, cost: "CostMeter", budget_seconds: float
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up, then cosine annealing that ends at ``total_steps`` or at the time budget,
+    whichever comes first (so a run cut by ``--max-minutes`` still ends annealed)."""
+
+    def factor(step: int) -> float:
+        progress = min(1.0, max(step / total_steps, cost.elapsed() / budget_seconds))
+        return min(1.0, (step + 1) / warmup_steps) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def loaders(train: list, validation: list, batch_size: int, workers: int, seed: int) -> tuple:
+    """Shuffled (seeded) training batches and ordered validation batches, read from disk."""
+    from .data import ModelSpaceDataset
+
+    train_loader = torch.utils.data.DataLoader(
+        ModelSpaceDataset(train),
+        batch_size=batch_size,
+        shuffle=True,
+        drop_last=True,
+        num_workers=workers,
+        persistent_workers=workers > 0,
+        generator=torch.Generator().manual_seed(seed),
+    )
+    validation_loader = torch.utils.data.DataLoader(ModelSpaceDataset(validation), batch_size=64, num_workers=workers)
+    return train_loader, validation_loader
 
 
 def save_checkpoint(path: Path, state: dict) -> None:

@@ -1,0 +1,43 @@
+"""The training pipeline on the real shared data (skipped in a user's clone, which has none)."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+
+from ChestXrayCounterfactualLib.training.__main__ import DEFAULT_FINDINGS, by_split
+from ChestXrayCounterfactualLib.training.autoencoder import train_autoencoder
+from ChestXrayCounterfactualLib.training.classifier import train_classifier
+from ChestXrayCounterfactualLib.training.data import read_records
+from conftest import shared
+
+
+def test_split_is_by_patient_and_deterministic():
+    records = read_records(shared("nih", "labels.csv"), DEFAULT_FINDINGS)
+    splits = by_split(records, seed=0)
+    patients = {name: {r.patient for r in items} for name, items in splits.items()}
+    assert not (
+        patients["train"] & patients["validation"]
+        or patients["train"] & patients["test"]
+        or patients["validation"] & patients["test"]
+    )
+    assert {name: len(items) for name, items in by_split(records, seed=0).items()} == {
+        name: len(items) for name, items in splits.items()
+    }
+    assert 0.6 < len(splits["train"]) / len(records) < 0.8
+
+
+def test_training_checkpoints_resumes_and_exports_half_precision(tmp_path):
+    records = read_records(shared("nih", "labels.csv"), DEFAULT_FINDINGS)
+    splits = by_split(records, seed=0)
+    train, validation = splits["train"][:16], splits["validation"][:12]
+    train_classifier(train, validation, DEFAULT_FINDINGS, tmp_path, epochs=1, batch_size=8, workers=0)
+    summary = train_classifier(train, validation, DEFAULT_FINDINGS, tmp_path, epochs=2, batch_size=8, workers=0)
+    assert summary["epochs_run"] == 2 and "resumed at epoch 1" in (tmp_path / "classifier.log").read_text()
+    assert set(summary["thresholds"]) == set(DEFAULT_FINDINGS)
+    weights = torch.load(tmp_path / "classifier.pt", weights_only=True)
+    assert all(v.dtype == torch.float16 for v in weights.values() if v.is_floating_point())
+    ae = train_autoencoder(train[:8], validation[:4], tmp_path, epochs=1, batch_size=4, workers=0)
+    assert ae["latent_shape"] == [32, 14, 14] and 0 < ae["validation"]["ssim"] <= 1
+    assert json.loads((tmp_path / "autoencoder_summary.json").read_text())["epochs_run"] == 1
