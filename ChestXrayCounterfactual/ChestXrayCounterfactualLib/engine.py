@@ -29,6 +29,13 @@ from .saliency import saliency_map
 DIRECTIONS = ("remove", "add")
 
 
+def visible_change_on_grid(geometry: ModelSpaceMap, change: np.ndarray | torch.Tensor) -> np.ndarray:
+    """A model-space change of display intensity on the original grid, changes below ``DEADBAND`` dropped."""
+    on_grid = geometry.to_original(change)
+    on_grid[np.abs(on_grid) < DEADBAND] = 0.0
+    return on_grid
+
+
 class NoFindingError(ExplainerError):
     """No finding is above its threshold and none was asked for."""
 
@@ -185,9 +192,7 @@ class Explainer:
                 result = self._counterfactual(problem, method, finding, sal, frames)
             with clock.stage("original_grid"), torch.no_grad():
                 change = (result.image - x)[0, 0].numpy()
-                change_on_grid = geometry.to_original(change)
-                change_on_grid[np.abs(change_on_grid) < DEADBAND] = 0.0
-                difference = radiograph.display_change_to_pixels(change_on_grid)
+                difference = radiograph.display_change_to_pixels(visible_change_on_grid(geometry, change))
                 counterfactual = (radiograph.pixels + difference).astype(np.float32)
                 shown = geometry.to_model(replace(radiograph, pixels=counterfactual).display())
                 verified = models.classifier(shown)[0]  # the classifier on exactly what is delivered
@@ -258,8 +263,7 @@ class Explainer:
 
     def frame_on_grid(self, explanation: Explanation, index: int) -> np.ndarray:
         """Frame ``index`` of the animation on the original grid, as original + change (pixel units)."""
-        change = explanation.geometry.to_original(self._frame_change(explanation, index).numpy())
-        change[np.abs(change) < DEADBAND] = 0.0
+        change = visible_change_on_grid(explanation.geometry, self._frame_change(explanation, index).numpy())
         return (explanation.radiograph.pixels + explanation.radiograph.display_change_to_pixels(change)).astype(
             np.float32
         )

@@ -131,24 +131,21 @@ def _matplotlib_colors(name: str) -> np.ndarray:
     return colormaps[name](np.linspace(0, 1, 256))[:, :3]
 
 
+def _our_node(class_name: str, name: str, **attributes: str):
+    """The node of ``class_name`` this module made with these attributes (a rerun reuses it), or a new one."""
+    for candidate in slicer.util.getNodesByClass(class_name):
+        if all(candidate.GetAttribute(f"{ATTRIBUTE}.{key}") == value for key, value in attributes.items()):
+            return candidate
+    node = slicer.mrmlScene.AddNewNodeByClass(class_name, name)
+    for key, value in attributes.items():
+        node.SetAttribute(f"{ATTRIBUTE}.{key}", value)
+    return node
+
+
 def _output_volume(volume_node, role: str, finding: str, array: np.ndarray):
     """The output node of one role for (input, finding): reused on a rerun, created otherwise."""
-    scene = slicer.mrmlScene
     name = f"{volume_node.GetName()} {role} {finding}"
-    node = None
-    for candidate in slicer.util.getNodesByClass("vtkMRMLScalarVolumeNode"):
-        if (
-            candidate.GetAttribute(f"{ATTRIBUTE}.Role") == role
-            and candidate.GetAttribute(f"{ATTRIBUTE}.Finding") == finding
-            and candidate.GetAttribute(f"{ATTRIBUTE}.Source") == volume_node.GetID()
-        ):
-            node = candidate
-            break
-    if node is None:
-        node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", name)
-        node.SetAttribute(f"{ATTRIBUTE}.Role", role)
-        node.SetAttribute(f"{ATTRIBUTE}.Finding", finding)
-        node.SetAttribute(f"{ATTRIBUTE}.Source", volume_node.GetID())
+    node = _our_node("vtkMRMLScalarVolumeNode", name, Role=role, Finding=finding, Source=volume_node.GetID())
     node.SetName(name)
     node.CopyOrientation(volume_node)
     slicer.util.updateVolumeFromArray(node, np.ascontiguousarray(array, dtype=np.float32)[None])
@@ -223,14 +220,7 @@ def _style_difference(node, difference: np.ndarray) -> None:
 
 
 def _findings_table(volume_node, explanation: Explanation, thresholds: dict[str, float], study: int):
-    name = f"{volume_node.GetName()} findings"
-    table = None
-    for candidate in slicer.util.getNodesByClass("vtkMRMLTableNode"):
-        if candidate.GetAttribute(f"{ATTRIBUTE}.Source") == volume_node.GetID():
-            table = candidate
-    if table is None:
-        table = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLTableNode", name)
-        table.SetAttribute(f"{ATTRIBUTE}.Source", volume_node.GetID())
+    table = _our_node("vtkMRMLTableNode", f"{volume_node.GetName()} findings", Source=volume_node.GetID())
     table.RemoveAllColumns()
     columns = {
         "Finding": list(explanation.probabilities),
@@ -253,17 +243,8 @@ def _findings_table(volume_node, explanation: Explanation, thresholds: dict[str,
 def _sequence(volume_node, explanation: Explanation, engine: Explainer, study: int):
     scene = slicer.mrmlScene
     name = f"{volume_node.GetName()} latent shift {explanation.finding}"
-    sequence = browser = None
-    for candidate in slicer.util.getNodesByClass("vtkMRMLSequenceNode"):
-        if (
-            candidate.GetAttribute(f"{ATTRIBUTE}.Source") == volume_node.GetID()
-            and candidate.GetAttribute(f"{ATTRIBUTE}.Finding") == explanation.finding
-        ):
-            sequence = candidate
-    if sequence is None:
-        sequence = scene.AddNewNodeByClass("vtkMRMLSequenceNode", name)
-        sequence.SetAttribute(f"{ATTRIBUTE}.Source", volume_node.GetID())
-        sequence.SetAttribute(f"{ATTRIBUTE}.Finding", explanation.finding)
+    browser = None
+    sequence = _our_node("vtkMRMLSequenceNode", name, Source=volume_node.GetID(), Finding=explanation.finding)
     sequence.RemoveAllDataNodes()
     sequence.SetIndexName("frame")
     sequence.SetIndexUnit("")

@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from baselines import published_latent_shift, seed_local_counterfactual  # noqa: E402
 
 from ChestXrayCounterfactualLib import Explainer, read_radiograph  # noqa: E402
-from ChestXrayCounterfactualLib.engine import DEADBAND  # noqa: E402
+from ChestXrayCounterfactualLib.engine import visible_change_on_grid  # noqa: E402
 from ChestXrayCounterfactualLib.metrics import ssim  # noqa: E402
 from ChestXrayCounterfactualLib.modelset import default_weights_dir  # noqa: E402
 from ChestXrayCounterfactualLib.saliency import METHODS as SALIENCY_METHODS  # noqa: E402
@@ -102,8 +102,7 @@ def measure(explainer: Explainer, case: dict, finding: str, method: str) -> dict
         p_before = torch.sigmoid(models.classifier(x))[0]
         p_decoded = torch.sigmoid(models.classifier(counterfactual))[0]
         change = (counterfactual - reconstruction)[0, 0] * valid
-        on_grid = geometry.to_original(change.numpy())
-        on_grid[np.abs(on_grid) < DEADBAND] = 0
+        on_grid = visible_change_on_grid(geometry, change.numpy())
         delivered = (x[0, 0] + geometry.to_model(on_grid)[0, 0]).clamp(0, 1)[None, None]
         p_delivered = torch.sigmoid(models.classifier(delivered))[0]
         ae_error = float((models.autoencoder(counterfactual) - counterfactual).abs().mean())
