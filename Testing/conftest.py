@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+# The module folder, as Slicer puts it on sys.path: the Slicer-side package and the module file import
+# from here (the engine package is also installed, editable, by `make`).
+sys.path.insert(0, str(ROOT / "ChestXrayCounterfactual"))
 DATA = ROOT / "Testing" / "data"
 SHARED = ROOT.parent / "shared" / "data"
 SAMPLE_DATA = ROOT / "ChestXrayCounterfactual" / "Resources" / "SampleData"

@@ -10,20 +10,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 import traceback
 from pathlib import Path
 
 from . import counterfactual, saliency
+from .batch import DIRECTIONS, ExplainOptions, describe_error, explain_files
 from .errors import ExplainerError
-
-
-def _stem(path: Path) -> str:
-    name = path.name
-    for suffix in (".nii.gz", ".dcm", ".dicom", ".png", ".jpg", ".jpeg", ".nrrd", ".nhdr", ".nii", ".mha", ".mhd"):
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return name
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -48,7 +40,7 @@ def _parser() -> argparse.ArgumentParser:
     explain.add_argument("--saliency", choices=saliency.METHODS, default=saliency.DEFAULT_METHOD)
     explain.add_argument(
         "--direction",
-        choices=("remove", "add"),
+        choices=DIRECTIONS,
         help="remove or add the finding (default: remove if present, add if absent)",
     )
     explain.add_argument("--frames", type=int, default=8, help="frames of the animation")
@@ -77,18 +69,10 @@ def main(argv: list[str] | None = None) -> int:
     from .engine import Explainer
     from .modelset import load_model_set
     from .modelspec import export_torchscript, load_spec
-    from .reader import read_radiograph
 
     def fail(path: Path, error: BaseException) -> None:
         if args.debug:
             traceback.print_exception(error)
-        if isinstance(error, ExplainerError):
-            message = str(error) if str(error).startswith(str(path)) else f"{path}: {error}"
-        elif isinstance(error, ValueError):
-            message = f"{path}: {error}"
-        else:
-            message = f"{path}: internal error ({type(error).__name__}: {error}); rerun with --debug and report it"
-        _say(f"error: {message}")
 
     try:
         explainer = Explainer(load_spec(args.models) if args.models else load_model_set())
@@ -100,56 +84,52 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "export-torchscript":
         print(export_torchscript(explainer.models, args.out))
         return 0
-    failures = 0
-    results = []
-    used: set[str] = set()
     try:
-        for path in _progress(args.files, len(args.files) > 1):
-            try:
-                started = time.perf_counter()
-                radiograph = read_radiograph(path)
-                read_seconds = round(time.perf_counter() - started, 4)
-                for warning in radiograph.warnings:
-                    _say(f"warning: {path}: {warning}")
-                if args.command == "predict":
-                    findings = explainer.predict(radiograph)
-                    results.append({"input": str(path), "findings": findings})
-                    if not args.json:
-                        text = ", ".join(
-                            f"{f} {p:.3f}{'*' if p >= explainer.models.thresholds[f] else ''}"
-                            for f, p in findings.items()
-                        )
-                        print(f"{path}: {text}")
-                    continue
-                stem = _stem(path)
-                name, n = stem, 2
-                while name in used:
-                    name, n = f"{stem}-{n}", n + 1
-                used.add(name)
-                folder = args.out / name
-                if folder.exists() and not args.overwrite:
-                    _say(f"note: {path}: {folder} exists, skipped (use --overwrite to redo)")
-                    continue
-                from .outputs import write_explanation
-
-                explanation = explainer.explain(
-                    radiograph, args.finding, args.method, args.saliency, args.direction, args.frames
-                )
-                explanation.seconds = {"read": read_seconds, **explanation.seconds}
-                record = write_explanation(
-                    folder, explanation, explainer, overwrite=args.overwrite, anonymize=args.anonymize
-                )
-                print(
-                    f"{path}: {record['finding']} p {record['p_original']:.3f} -> {record['p_counterfactual']:.3f} "
-                    f"(threshold {record['threshold']:.3f}, {'flipped' if record['flipped'] else 'not flipped'}) "
-                    f"in {record['seconds']['total']:.1f} s -> {folder}"
-                )
-            except Exception as error:  # one broken file must not stop the batch; fail() words it
-                failures += 1
-                fail(path, error)
+        if args.command == "predict":
+            return _predict(args, explainer, fail)
+        options = ExplainOptions(
+            args.finding, args.method, args.saliency, args.direction, args.frames, args.overwrite, args.anonymize
+        )
+        results = explain_files(
+            _progress(args.files, len(args.files) > 1), args.out, explainer, options, _report, on_error=fail
+        )
     except KeyboardInterrupt:
         _say("interrupted: finished outputs are complete; rerun to do the rest")
         return 130
-    if args.command == "predict" and args.json:
+    return 1 if any(r.status == "failed" for r in results) else 0
+
+
+def _report(result) -> None:
+    for warning in result.warnings:
+        _say(f"warning: {result.input}: {warning}")
+    if result.status == "done":
+        print(result.summary())
+    else:
+        _say(result.summary())
+
+
+def _predict(args: argparse.Namespace, explainer, fail) -> int:
+    from .reader import read_radiograph
+
+    failures = 0
+    results = []
+    for path in _progress(args.files, len(args.files) > 1):
+        try:
+            radiograph = read_radiograph(path)
+            for warning in radiograph.warnings:
+                _say(f"warning: {path}: {warning}")
+            findings = explainer.predict(radiograph)
+        except Exception as error:  # one broken file must not stop the batch; describe_error words it
+            failures += 1
+            fail(path, error)
+            _say(f"error: {describe_error(path, error)}")
+            continue
+        results.append({"input": str(path), "findings": findings})
+        if not args.json:
+            text = ", ".join(
+                f"{f} {p:.3f}{'*' if p >= explainer.models.thresholds[f] else ''}" for f, p in findings.items()
+            )
+            print(f"{path}: {text}")
+    if args.json:
         print(json.dumps(results, indent=2))
     return 1 if failures else 0

@@ -78,13 +78,26 @@ def test_icon_licence_and_repository_size():
 def test_module_file_imports_nothing_third_party_at_file_scope():
     source = (MODULE / "ChestXrayCounterfactual.py").read_text()
     top_level = [line for line in source.splitlines() if re.match(r"(import|from) ", line)]
-    allowed = ("__future__", "logging", "os", "typing", "slicer", "vtk")
+    allowed = ("__future__", "logging", "os", "typing", "unittest", "ctk", "qt", "slicer", "vtk")
     for line in top_level:
         assert line.split()[1].split(".")[0] in allowed, line
 
 
+def test_only_the_module_file_lies_beside_the_module():
+    """Slicer's scripted-module factory loads every *.py beside the module file as a module at start-up."""
+    beside = sorted(p.name for p in MODULE.glob("*.py"))
+    assert beside == ["ChestXrayCounterfactual.py"]
+
+
+def test_engine_imports_nothing_from_slicer():
+    engine = MODULE / "ChestXrayCounterfactualLib"
+    for path in engine.rglob("*.py"):
+        text = path.read_text()
+        assert not re.search(r"^\s*(import|from) (slicer|qt|ctk|vtk)\b", text, re.M), path
+
+
 def test_every_widget_the_module_uses_is_in_the_ui_file_with_known_classes():
-    """Static check of the GUI wiring (the Widget itself only runs inside Slicer)."""
+    """Static check of the GUI wiring (test_panel.py runs it)."""
     import xml.etree.ElementTree as ET
 
     ui = ET.parse(MODULE / "Resources" / "UI" / "ChestXrayCounterfactual.ui")

@@ -1,7 +1,10 @@
-"""Everything that creates or changes MRML nodes: explanation results as layers in the input's study.
+"""Everything that creates or changes MRML nodes or view state: explanation results as layers in the
+input's study, and how they are shown (layers, opacity, colours, side-by-side, playback).
 
 Qt-free, built on ``slicer.util`` and MRML classes only, so it runs in the Slicer application and in
-plain Python on the PyPI package ``slicer-core`` (a bare ``vtkMRMLScene``), and is tested there.
+plain Python on the PyPI package ``slicer-core`` (a bare ``vtkMRMLScene``), and is tested there. The
+engine (torch) is imported only by the functions that explain, so the view functions work before the
+Python requirements are installed.
 
 Entry point: :func:`explain_volume`. For an input volume named ``<input>`` it creates, or on a rerun
 replaces, ``<input> saliency <finding>``, ``<input> counterfactual <finding>``, ``<input> difference
@@ -14,20 +17,24 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-
 import slicer
 
-from .counterfactual import DEFAULT_METHOD as DEFAULT_COUNTERFACTUAL
-from .engine import Explainer, Explanation, ProgressCallback
-from .saliency import DEFAULT_METHOD as DEFAULT_SALIENCY
-from .errors import UnsupportedImageError
-from .reader import Radiograph, read_radiograph, validate
+if TYPE_CHECKING:
+    from ChestXrayCounterfactualLib.engine import Explainer, Explanation, ProgressCallback
+    from ChestXrayCounterfactualLib.reader import Radiograph
 
 ATTRIBUTE = "ChestXrayCounterfactual"
-SALIENCY_COLOR = "ChestXrayCounterfactual Inferno"
-DIFFERENCE_COLOR = "ChestXrayCounterfactual DivergingBlueRed"
+#: Slicer's own colour tables (loaded from its ColorFiles), by name: node ID, and the matplotlib map our
+#: fallback table copies where they are absent (slicer-core ships no colour files).
+SLICER_COLORS = {
+    "Inferno": ("vtkMRMLColorTableNodeFileInferno.txt", "inferno"),
+    "DivergingBlueRed": ("vtkMRMLColorTableNodeFileDivergingBlueRed.txt", "RdBu_r"),
+}
+SALIENCY_COLOR = "Inferno"
+DIFFERENCE_COLOR = "DivergingBlueRed"
 #: Saliency below this fraction of its maximum is transparent, so the anatomy stays visible.
 SALIENCY_VISIBLE_FROM = 0.15
 
@@ -38,7 +45,8 @@ def explainer(model_set: str | None = None) -> Explainer:
     """The engine for a model-set spec (default: the bundled models), loaded and verified once per process."""
     key = str(model_set or "")
     if key not in _explainers:
-        from .modelspec import load_spec
+        from ChestXrayCounterfactualLib.engine import Explainer
+        from ChestXrayCounterfactualLib.modelspec import load_spec
 
         _explainers[key] = Explainer(load_spec(model_set) if model_set else None)
     return _explainers[key]
@@ -65,6 +73,9 @@ def radiograph_from_volume(volume_node) -> Radiograph:
     with the source file read by the engine's reader, so it does not matter whether the loader
     inverted MONOCHROME1 (GDCM does, DCMTK and Slicer's DICOM plugin do not).
     """
+    from ChestXrayCounterfactualLib.errors import UnsupportedImageError
+    from ChestXrayCounterfactualLib.reader import Radiograph, read_radiograph, validate
+
     pixels = slicer.util.arrayFromVolume(volume_node)
     if pixels.ndim == 3 and pixels.shape[0] > 1:
         raise UnsupportedImageError(
@@ -111,21 +122,26 @@ def radiograph_from_volume(volume_node) -> Radiograph:
     return validate(volume_node.GetName(), radiograph)
 
 
-def _color_table(name: str, colors: np.ndarray):
-    """A user colour table (saved with the scene), created once."""
+def color_node(name: str):
+    """The colour table called ``name``: Slicer's own (Inferno, DivergingBlueRed, Iron, ...) where the
+    application has it, else for Inferno/DivergingBlueRed a user table with the same colours (saved with
+    the scene, made once); ``None`` if there is no such table."""
     scene = slicer.mrmlScene
-    node = scene.GetFirstNodeByName(name)
-    if node is None:
-        node = scene.AddNewNodeByClass("vtkMRMLColorTableNode", name)
-        node.SetTypeToUser()
-        node.SetNumberOfColors(len(colors))
-        for i, (r, g, b) in enumerate(colors):
-            node.SetColor(i, f"{i}", float(r), float(g), float(b), 1.0)
-    return node
+    if name in SLICER_COLORS:
+        node_id, matplotlib_name = SLICER_COLORS[name]
+        node = scene.GetNodeByID(node_id) or _our_node("vtkMRMLColorTableNode", f"{name} ({ATTRIBUTE})", Colors=name)
+        if node.GetNumberOfColors() == 0:
+            node.SetTypeToUser()
+            colors = _matplotlib_colors(matplotlib_name)
+            node.SetNumberOfColors(len(colors))
+            for i, (r, g, b) in enumerate(colors):
+                node.SetColor(i, f"{i}", float(r), float(g), float(b), 1.0)
+        return node
+    return slicer.util.getFirstNodeByClassByName("vtkMRMLColorTableNode", name)
 
 
 def _matplotlib_colors(name: str) -> np.ndarray:
-    """256 RGB colours of a matplotlib colour map (Slicer's own Inferno file is absent in slicer-core)."""
+    """256 RGB colours of a matplotlib colour map."""
     from matplotlib import colormaps
 
     return colormaps[name](np.linspace(0, 1, 256))[:, :3]
@@ -184,7 +200,7 @@ def _place(node, study: int) -> None:
 
 def _style_saliency(node) -> None:
     display = node.GetDisplayNode()
-    display.SetAndObserveColorNodeID(_color_table(SALIENCY_COLOR, _matplotlib_colors("inferno")).GetID())
+    display.SetAndObserveColorNodeID(color_node(SALIENCY_COLOR).GetID())
     display.AutoWindowLevelOff()
     display.SetWindowLevelMinMax(0.0, 1.0)
     display.AutoThresholdOff()
@@ -213,7 +229,7 @@ def _style_like_input(node, volume_node, inverted: bool) -> None:
 
 def _style_difference(node, difference: np.ndarray) -> None:
     display = node.GetDisplayNode()
-    display.SetAndObserveColorNodeID(_color_table(DIFFERENCE_COLOR, _matplotlib_colors("RdBu_r")).GetID())
+    display.SetAndObserveColorNodeID(color_node(DIFFERENCE_COLOR).GetID())
     limit = float(max(np.abs(difference).max(), 1e-6))
     display.AutoWindowLevelOff()
     display.SetWindowLevelMinMax(-limit, limit)
@@ -275,8 +291,14 @@ def _sequence(volume_node, explanation: Explanation, engine: Explainer, study: i
     return sequence, browser
 
 
+def _application_logic():
+    """Slicer's application logic: ``slicer.app``'s in the application, ``slicer.appLogic`` on slicer-core."""
+    app = getattr(slicer, "app", None)
+    return app.applicationLogic() if app is not None else getattr(slicer, "appLogic", None)
+
+
 def _sequences_logic():
-    app_logic = slicer.app.applicationLogic() if hasattr(slicer, "app") else getattr(slicer, "appLogic", None)
+    app_logic = _application_logic()
     if app_logic is not None:
         logic = app_logic.GetModuleLogic("Sequences")
         if logic is not None:
@@ -287,11 +309,52 @@ def _sequences_logic():
 
 
 def show_layers(background, foreground, opacity: float = 0.4) -> None:
-    """Original as background and saliency as foreground, in every slice view of the scene."""
+    """``background`` with ``foreground`` (or nothing) over it, in every slice view of the scene."""
     for composite in slicer.util.getNodesByClass("vtkMRMLSliceCompositeNode"):
         composite.SetBackgroundVolumeID(background.GetID())
         composite.SetForegroundVolumeID(foreground.GetID() if foreground is not None else None)
         composite.SetForegroundOpacity(opacity)
+
+
+def set_saliency_opacity(opacity: float) -> None:
+    """Opacity of the foreground (saliency) layer in every slice view."""
+    for composite in slicer.util.getNodesByClass("vtkMRMLSliceCompositeNode"):
+        composite.SetForegroundOpacity(opacity)
+
+
+def set_saliency_colors(saliency_node, name: str) -> None:
+    """Show the saliency with the colour table ``name`` (see :func:`color_node`)."""
+    node = color_node(name)
+    if node is None:
+        raise ValueError(f"there is no colour table called {name!r} in this scene")
+    saliency_node.GetDisplayNode().SetAndObserveColorNodeID(node.GetID())
+
+
+def compare_side_by_side(volume_node, counterfactual_node) -> None:
+    """Side-by-side layout: the original in the Red view, the counterfactual in the Yellow view, both
+    axial (how a radiograph lies), fitted, with linked slice controls."""
+    layout = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLLayoutNode")
+    if layout is not None:
+        layout.SetViewArrangement(slicer.vtkMRMLLayoutNode.SlicerLayoutSideBySideView)
+    app_logic = _application_logic()
+    for view, volume in (("Red", volume_node), ("Yellow", counterfactual_node)):
+        logic = app_logic.GetSliceLogicByLayoutName(view) if app_logic is not None else None
+        if logic is None:
+            continue
+        composite = logic.GetSliceCompositeNode()
+        composite.SetBackgroundVolumeID(volume.GetID())
+        composite.SetForegroundVolumeID(None)
+        composite.SetLinkedControl(True)
+        logic.GetSliceNode().SetOrientation("Axial")
+        logic.FitSliceToBackground()
+
+
+def play(browser_node, playing: bool, still_node) -> None:
+    """Loop the latent-shift frames in every slice view, or stop and show ``still_node`` again."""
+    browser_node.SetPlaybackActive(playing)
+    proxy = browser_node.GetProxyNode(browser_node.GetMasterSequenceNode())
+    for composite in slicer.util.getNodesByClass("vtkMRMLSliceCompositeNode"):
+        composite.SetBackgroundVolumeID((proxy if playing and proxy is not None else still_node).GetID())
 
 
 def explain_volume(
@@ -306,10 +369,15 @@ def explain_volume(
     """Explain a radiograph volume and put the results in the scene; returns the nodes created.
 
     Keys: ``saliency``, ``counterfactual``, ``difference`` (volume nodes), ``sequence`` and
-    ``sequence_browser``, ``findings_table``, and ``explanation`` (the engine's result).
+    ``sequence_browser``, ``findings_table``, ``explanation`` (the engine's result) and ``figures``
+    (finding, method, probabilities, threshold, flipped, seconds: also set as attributes of the
+    counterfactual node).
     """
     if volume_node is None or not volume_node.IsA("vtkMRMLScalarVolumeNode"):
         raise ValueError("choose a scalar volume (a radiograph) to explain")
+    from ChestXrayCounterfactualLib.counterfactual import DEFAULT_METHOD as DEFAULT_COUNTERFACTUAL
+    from ChestXrayCounterfactualLib.saliency import DEFAULT_METHOD as DEFAULT_SALIENCY
+
     engine = engine or explainer()
     radiograph = radiograph_from_volume(volume_node)
     explanation = engine.explain(
@@ -354,4 +422,5 @@ def explain_volume(
     nodes["findings_table"] = _findings_table(volume_node, explanation, engine.models.thresholds, study)
     show_layers(volume_node, nodes["saliency"])
     nodes["explanation"] = explanation
+    nodes["figures"] = figures
     return nodes

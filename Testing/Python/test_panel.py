@@ -1,0 +1,412 @@
+"""The Slicer panel, executed: the module's Widget, .ui and Logic run unmodified on a real Qt (PySide6,
+offscreen) with PythonQt's conventions, a real MRML scene (slicer-core), Slicer's own util.py,
+ScriptedLoadableModule and parameterNodeWrapper, and stand-ins generated from the real Slicer/CTK
+headers (Testing/SlicerHarness). A user's session: load a file, Analyze, pick a finding, Explain
+(with progress and Cancel), Show/opacity/colours, Compare, Play, add a model set, close the scene and
+press everything again. A slot that raises fails the test (a user would have seen nothing happen).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import sys
+import types
+import unittest
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("PySide6", reason="needs PySide6 (pip install pyside6-essentials)")
+slicer = pytest.importorskip("slicer", reason="needs slicer-core")
+
+from conftest import JPEG_BASELINE, ROOT, SAMPLE  # noqa: E402
+from SlicerHarness import application, pythonqt  # noqa: E402
+
+MODULE_FILE = ROOT / "ChestXrayCounterfactual" / "ChestXrayCounterfactual.py"
+
+
+@pytest.fixture
+def harness(tmp_path):
+    pythonqt.slot_errors.clear()
+    harness = application.start(tmp_path / "slicer")
+    yield harness
+    errors, pythonqt.slot_errors[:] = list(pythonqt.slot_errors), []
+    shown = [text for _, text in harness.user.shown]
+    unexplained = [e for e in errors if not any(str(e) in text for text in shown)]
+    assert not unexplained, f"exceptions escaped from slots with no error dialog (a user saw nothing): {unexplained}"
+
+
+@pytest.fixture
+def panel(harness):
+    _, widget = harness.load_module(MODULE_FILE)
+    harness.enter(widget)
+    return harness, widget
+
+
+def _load_sample(harness, widget):
+    harness.user.files.append(str(SAMPLE))
+    widget.ui.loadFileButton.click()
+    return widget._parameterNode.inputVolume
+
+
+def _explain(harness, widget, method: str = "latent-shift"):
+    widget.ui.counterfactualMethodComboBox.currentIndex = widget.ui.counterfactualMethodComboBox.findText(method)
+    widget.ui.explainButton.click()
+    return widget._parameterNode
+
+
+def _composites():
+    return slicer.util.getNodesByClass("vtkMRMLSliceCompositeNode")
+
+
+def test_module_describes_itself_and_registers_its_sample(harness):
+    module, widget = harness.load_module(MODULE_FILE)
+    parent = module.parent
+    assert parent.title == "Chest X-ray Counterfactual" and parent.categories == ["Analysis"]
+    assert parent.contributors == ["The ChestXrayCounterfactual project"]
+    assert "http" not in parent.helpText, "the help links only to what exists (the README), no invented URL"
+    [source] = harness.sample_sources
+    local = source["uris"].removeprefix("file://")
+    assert hashlib.sha256(open(local, "rb").read()).hexdigest() == source["checksums"].removeprefix("SHA256:")
+
+
+def test_input_selector_offers_scalar_radiographs_only(panel):
+    harness, widget = panel
+    volume = _load_sample(harness, widget)
+    label = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "labels")
+    slicer.mrmlScene.AddNewNodeByClass("vtkMRMLVectorVolumeNode", "rgb")
+    selector = widget.ui.inputSelector
+    assert selector.nodeCount() == 1 and selector.currentNode() is volume
+    with pytest.raises(ValueError):
+        selector.setCurrentNode(label)
+
+
+def test_a_user_session_through_every_control(panel, tmp_path):
+    harness, widget = panel
+    ui = widget.ui
+    assert not ui.analyzeButton.enabled and not ui.compareButton.enabled
+    volume = _load_sample(harness, widget)
+    assert harness.dicom_imports == [str(SAMPLE)], "DICOM goes through Slicer's DICOM database"
+    assert ui.inputSelector.currentNode() is volume and ui.analyzeButton.enabled
+    original = slicer.util.arrayFromVolume(volume).copy()
+
+    ui.analyzeButton.click()
+    assert ui.findingsTable.rowCount == 4
+    assert widget._parameterNode.finding == "Cardiomegaly"
+    assert ui.findingsTable.item(ui.findingsTable.currentRow(), 0).text() == "Cardiomegaly"
+    effusion = next(r for r in range(4) if ui.findingsTable.item(r, 0).text() == "Effusion")
+    ui.findingsTable.selectRow(effusion)
+    assert widget._parameterNode.finding == "Effusion"
+    ui.findingsTable.selectRow(0 if effusion else 1)
+    ui.findingsTable.selectRow(next(r for r in range(4) if ui.findingsTable.item(r, 0).text() == "Cardiomegaly"))
+
+    p = _explain(harness, widget)
+    assert ui.statusLabel.text.startswith("Cardiomegaly p ") and "threshold" in ui.statusLabel.text
+    assert p.counterfactualVolume and p.saliencyVolume and p.differenceVolume and p.sequenceBrowser
+    assert ui.compareButton.enabled and ui.playButton.enabled
+    np.testing.assert_array_equal(slicer.util.arrayFromVolume(volume), original)
+    assert [c.GetForegroundVolumeID() for c in _composites()] == [p.saliencyVolume.GetID()] * len(_composites())
+    assert not any(kind == "QMessageBox" for kind, _ in harness.user.shown)
+
+    ui.opacitySlider.value = 0.7
+    assert p.saliencyOpacity == pytest.approx(0.7)
+    assert [c.GetForegroundOpacity() for c in _composites()] == pytest.approx([0.7] * len(_composites()))
+
+    ui.colorMapComboBox.currentIndex = ui.colorMapComboBox.findText("Iron")
+    assert p.saliencyVolume.GetDisplayNode().GetColorNode().GetName() == "Iron"
+    ui.colorMapComboBox.currentIndex = ui.colorMapComboBox.findText("Inferno")
+    assert p.saliencyVolume.GetDisplayNode().GetColorNodeID() == "vtkMRMLColorTableNodeFileInferno.txt"
+    assert p.differenceVolume.GetDisplayNode().GetColorNodeID() == "vtkMRMLColorTableNodeFileDivergingBlueRed.txt"
+
+    for index, background in ((1, p.counterfactualVolume), (2, p.differenceVolume), (0, volume)):
+        ui.layerComboBox.currentIndex = index
+        assert {c.GetBackgroundVolumeID() for c in _composites()} == {background.GetID()}
+    assert {c.GetForegroundVolumeID() for c in _composites()} == {p.saliencyVolume.GetID()}
+
+    ui.compareButton.click()
+    layout = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLLayoutNode")
+    assert layout.GetViewArrangement() == slicer.vtkMRMLLayoutNode.SlicerLayoutSideBySideView
+    red, yellow = (harness.app.layoutManager().sliceWidget(v).sliceLogic() for v in ("Red", "Yellow"))
+    assert red.GetSliceCompositeNode().GetBackgroundVolumeID() == volume.GetID()
+    assert yellow.GetSliceCompositeNode().GetBackgroundVolumeID() == p.counterfactualVolume.GetID()
+    assert yellow.GetSliceNode().GetOrientation() == "Axial"
+
+    ui.playButton.click()
+    browser = p.sequenceBrowser
+    proxy = browser.GetProxyNode(browser.GetMasterSequenceNode())
+    assert browser.GetPlaybackActive() and {c.GetBackgroundVolumeID() for c in _composites()} == {proxy.GetID()}
+    ui.playButton.click()
+    assert not browser.GetPlaybackActive() and {c.GetBackgroundVolumeID() for c in _composites()} == {volume.GetID()}
+
+
+def test_explain_shows_progress_and_cancel_adds_nothing(panel):
+    harness, widget = panel
+    _load_sample(harness, widget)
+    seen = []
+
+    def press_cancel_during_the_counterfactual():
+        for dialog in application.QtWidgets.QApplication.topLevelWidgets():
+            if isinstance(dialog, application.QtWidgets.QProgressDialog) and dialog.isVisible():
+                seen.append(dialog.labelText)
+                if dialog.labelText == "counterfactual":
+                    dialog.cancel()
+
+    timer = application.QtCore.QTimer()
+    timer.timeout.connect(press_cancel_during_the_counterfactual)
+    timer.start(0)
+    before = slicer.mrmlScene.GetNumberOfNodes()
+    try:
+        _explain(harness, widget)
+    finally:
+        timer.stop()
+    assert "saliency" in seen and "counterfactual" in seen
+    assert widget.ui.statusLabel.text.startswith("Cancelled")
+    assert slicer.mrmlScene.GetNumberOfNodes() == before
+    assert not widget._parameterNode.counterfactualVolume
+    assert not any(kind == "QMessageBox" for kind, _ in harness.user.shown), "cancelling is not an error"
+
+
+def test_after_closing_the_scene_every_control_is_safe(panel):
+    harness, widget = panel
+    _load_sample(harness, widget)
+    _explain(harness, widget)
+    harness.close_scene()
+    ui = widget.ui
+    assert ui.statusLabel.text == "" and ui.findingsTable.rowCount == 0
+    for control in (ui.analyzeButton, ui.explainButton, ui.compareButton, ui.playButton, ui.layerComboBox):
+        assert not control.enabled, control.objectName
+    for slot in (widget.onCompare, widget.onAnalyze, widget.onExplain):
+        slot()
+    widget.onPlay(True)
+    widget.onShowLayer(1)
+    widget.onColorMap(1)
+    widget.onOpacity(0.2)
+    assert [kind for kind, _ in harness.user.shown if kind == "QMessageBox"] == [], "nothing to complain about"
+    volume = _load_sample(harness, widget)
+    assert ui.analyzeButton.enabled and widget._parameterNode.inputVolume is volume
+
+
+def test_without_an_open_dicom_database_the_file_loads_directly(panel):
+    harness, widget = panel
+    slicer.dicomDatabase.__dict__["_open"] = False
+    volume = _load_sample(harness, widget)
+    assert volume is not None and harness.dicom_imports == []
+    assert slicer.util.arrayFromVolume(volume).shape == (1, 320, 320)
+    assert harness.user.shown == [("QFileDialog", "Load a chest X-ray")], "no temporary database, no dialog"
+
+
+def test_errors_are_shown_in_a_dialog_not_as_a_traceback(panel, tmp_path):
+    harness, widget = panel
+    broken = tmp_path / "broken.dcm"
+    broken.write_bytes(b"\0" * 128 + b"DICM" + b"\x02\x00\x10\x00UI")
+    harness.user.files.append(str(broken))
+    widget.ui.loadFileButton.click()
+    assert [kind for kind, _ in harness.user.shown].count("ctkMessageBox") == 1
+    flat = slicer.util.addVolumeFromArray(np.zeros((1, 64, 64), dtype=np.int16), name="flat")
+    widget._parameterNode.inputVolume = flat
+    widget.ui.analyzeButton.click()
+    [(_, text)] = [shown for shown in harness.user.shown[2:] if shown[0] == "ctkMessageBox"]
+    assert text.startswith("Could not analyze the radiograph.")
+
+
+def test_add_model_set_checks_requirements_first_and_rejects_a_bad_spec(panel, tmp_path):
+    harness, widget = panel
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({"format": "not a model set"}))
+    harness.user.files.append(str(spec))
+    widget.ui.addModelSetButton.click()
+    assert harness.user.shown[0][0] == "QFileDialog"
+    assert any(text.startswith("This model-set spec cannot be used.") for _, text in harness.user.shown)
+    assert widget.ui.modelSetComboBox.count == 1, "a spec that cannot be used is not remembered"
+
+
+def test_logic_batch_with_a_bad_option_raises_a_sentence_and_slicer_stays_up(panel, tmp_path):
+    _, widget = panel
+    with pytest.raises(ValueError, match="unknown method 'nope'"):
+        widget.logic.explainFiles([SAMPLE], tmp_path / "out", method="nope")
+    [result] = widget.logic.explainFiles([JPEG_BASELINE, tmp_path / "missing.dcm"][1:], tmp_path / "out")
+    assert result.status == "failed" and "missing.dcm" in result.error
+    assert not (tmp_path / "out" / "missing").exists()
+
+
+def test_headless_batch_script_always_exits_with_a_code(harness, tmp_path, monkeypatch):
+    from ChestXrayCounterfactualSlicer import batch
+
+    harness.load_module(MODULE_FILE)
+    codes = []
+    batch.main(["--input", str(tmp_path), "--output", str(tmp_path / "out"), "--method", "nope"], codes.append)
+    batch.main(["--output", str(tmp_path)], codes.append)
+
+    def broken(self, askConfirmation=True):
+        raise MemoryError("torch could not start")
+
+    monkeypatch.setattr(slicer.modules, "chestxraycounterfactual", slicer.modules.chestxraycounterfactual)
+    import ChestXrayCounterfactual
+
+    monkeypatch.setattr(ChestXrayCounterfactual.ChestXrayCounterfactualLogic, "setupPythonRequirements", broken)
+    batch.main(["--input", str(tmp_path), "--output", str(tmp_path / "out")], codes.append)
+    assert codes == [2, 2, 3]
+
+
+ABSENT = "chestxraycounterfactual-absent-package>=1"
+OK, CANCEL, YES = (int(b.value) for b in (application.QtWidgets.QMessageBox.StandardButton.Ok,
+                                          application.QtWidgets.QMessageBox.StandardButton.Cancel,
+                                          application.QtWidgets.QMessageBox.StandardButton.Yes))
+
+
+@pytest.fixture
+def pip(tmp_path, monkeypatch):
+    """Stands in for slicer.packaging.pip_ensure (the one step that would change this environment): it
+    records the call and "installs" each requirement as pip would leave it, a dist-info on sys.path."""
+    site = tmp_path / "site-packages"
+    site.mkdir()
+    monkeypatch.syspath_prepend(str(site))
+    calls = []
+
+    def pip_ensure(requirements, **options):
+        calls.append((requirements, options))
+        for line in requirements:
+            name = line.split(">")[0].split("=")[0].replace("-", "_")
+            info = site / f"{name}-1.0.dist-info"
+            info.mkdir()
+            (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")
+
+    packaging = types.SimpleNamespace(pip_ensure=pip_ensure)
+    monkeypatch.setattr(slicer, "packaging", packaging, raising=False)
+    monkeypatch.setitem(sys.modules, "slicer.packaging", packaging)
+    return calls
+
+
+def test_requirements_are_checked_by_version_and_never_installed_in_testing_mode(tmp_path, monkeypatch, pip):
+    harness = application.start(tmp_path / "slicer", testing=True)
+    harness.load_module(MODULE_FILE)
+    from ChestXrayCounterfactualSlicer import requirements
+
+    assert requirements.unmet(["pydicom>=99"]) == ["pydicom>=99"], "importable is not enough: the version counts"
+    assert requirements.unmet(["pydicom>=3.0"]) == []
+    wanted = tmp_path / "requirements.txt"
+    wanted.write_text(f"# a package nobody has\n{ABSENT}\n")
+    assert requirements.ensure(wanted) is False
+    assert pip == [] and harness.torch_installs == [] and harness.user.shown == []
+
+    module = sys.modules["ChestXrayCounterfactual"]
+    monkeypatch.setattr(module.ChestXrayCounterfactualLogic, "resourcePath", lambda self, name: str(wanted))
+    result = unittest.TestResult()
+    module.ChestXrayCounterfactualTest("test_explain_sample").run(result)
+    [(_, reason)] = result.skipped
+    assert "never install" in reason and pip == [] and harness.torch_installs == []
+
+
+def test_requirements_install_asks_once_and_keeps_pip_away_from_torch(harness, tmp_path, pip):
+    harness.load_module(MODULE_FILE)
+    from ChestXrayCounterfactualSlicer import requirements
+
+    wanted = tmp_path / "requirements.txt"
+    wanted.write_text(f"pydicom>=3.0\n{ABSENT}\n")
+    harness.user.answers.append(CANCEL)
+    assert requirements.ensure(wanted) is False and pip == [], "declined: nothing installed"
+    assert requirements.ensure(wanted) is True
+    [(installed, options)] = pip
+    assert installed == [ABSENT] and options["prompt_install"] is False, "asked once, by the module"
+    pins = Path(options["constraints"]).read_text()
+    torch = importlib.metadata.version("torch")
+    assert f"torch=={torch}" in pins, "pip can never replace the PyTorch extension's torch"
+    assert [kind for kind, _ in harness.user.shown] == ["ctkMessageBox", "ctkMessageBox"]
+    assert requirements.ensure(wanted) is True and len(pip) == 1, "met now: no second install, no question"
+
+
+def test_requirements_refuse_an_old_torch_or_slicer_and_offer_a_restart(harness, tmp_path, monkeypatch, pip):
+    harness.load_module(MODULE_FILE)
+    from ChestXrayCounterfactualSlicer import requirements
+
+    wanted = tmp_path / "requirements.txt"
+    wanted.write_text(f"{ABSENT}\n")
+    supported = requirements.TORCH_REQUIREMENTS
+    monkeypatch.setattr(requirements, "TORCH_REQUIREMENTS", ("torch>=99", "torchvision>=0.19"))
+    with pytest.raises(requirements.RequirementsError, match="PyTorch Utils"):
+        requirements.ensure(wanted, ask=False)
+    assert harness.torch_installs == [] and pip == [], "an old torch is not silently replaced"
+    monkeypatch.setattr(requirements, "TORCH_REQUIREMENTS", supported)
+
+    # As on a Slicer whose own pydicom 2.4.4 was imported at start-up: the upgrade needs a restart.
+    monkeypatch.setattr(requirements, "_imported_distributions", lambda: {"pydicom": "2.4.4"})
+    restarts = []
+    monkeypatch.setattr(slicer.util, "restart", lambda: restarts.append(True))
+    harness.user.answers.extend([OK, YES])
+    assert requirements.ensure(wanted) is False and restarts == [True]
+
+    monkeypatch.setattr(application, "SLICER_VERSION", (5, 10))
+    with pytest.raises(requirements.RequirementsError, match="Slicer 5.12 or later"):
+        requirements.ensure(wanted)
+
+
+#: The defects a review of the first version found, put back one at a time: (where, fixed, broken).
+OLD_DEFECTS = {
+    "slicer.qt in Load file": (
+        "onLoadFile",
+        "= qt.QFileDialog.getOpenFileName(",
+        "= slicer.qt.QFileDialog.getOpenFileName(",
+    ),
+    "slicer.qt in the findings table": ("onAnalyze", "qt.QTableWidgetItem(text)", "slicer.qt.QTableWidgetItem(text)"),
+    "setOrientation in Compare": (
+        "onCompare",
+        "scene.compare_side_by_side(inputVolume, counterfactual)",
+        'slicer.app.layoutManager().sliceWidget("Yellow").sliceController().setOrientation("Axial")',
+    ),
+    "SystemExit from batch": (
+        "batch",
+        "        options.check()\n",
+        '        if method not in ("local", "latent-shift", "directions"):\n            raise SystemExit(2)\n',
+    ),
+}
+
+
+@pytest.mark.parametrize("defect", OLD_DEFECTS)
+def test_each_old_defect_fails_the_panel_run(harness, tmp_path, defect):
+    """The harness catches each defect of the first version: its user step fails as it would in Slicer."""
+    step, fixed, broken = OLD_DEFECTS[defect]
+    source = MODULE_FILE.read_text()
+    assert fixed in source
+    variant = tmp_path / "module" / MODULE_FILE.name
+    variant.parent.mkdir()
+    variant.write_text(source.replace(fixed, broken))
+    (variant.parent / "Resources").symlink_to(MODULE_FILE.parent / "Resources")
+    _, widget = harness.load_module(variant)
+    harness.enter(widget)
+    if step == "batch":
+        with pytest.raises(SystemExit):
+            widget.logic.explainFiles([SAMPLE], tmp_path / "out", method="nope")
+        return
+    if step != "onLoadFile":
+        _load_sample(harness, widget)
+    if step == "onCompare":
+        _explain(harness, widget)
+    button = {"onLoadFile": "loadFileButton", "onAnalyze": "analyzeButton", "onCompare": "compareButton"}[step]
+    pythonqt.slot_errors.clear()
+    getattr(widget.ui, button).click()
+    failures = list(pythonqt.slot_errors) + [text for kind, text in harness.user.shown if kind == "ctkMessageBox"]
+    pythonqt.slot_errors.clear()
+    harness.user.shown.clear()
+    assert any("qt" in str(f) or "setOrientation" in str(f) for f in failures), failures
+
+
+def test_the_harness_fails_on_calls_a_real_slicer_would_reject(panel, tmp_path):
+    """The defects a review found in the first version, as calls: each fails here as it would in Slicer."""
+    harness, widget = panel
+    controller = harness.app.layoutManager().sliceWidget("Red").sliceController()
+    with pytest.raises(AttributeError):
+        controller.setOrientation("Axial")
+    controller.setSliceOrientation("Sagittal")
+    assert harness.app.layoutManager().sliceWidget("Red").mrmlSliceNode().GetOrientation() == "Sagittal"
+    assert not hasattr(slicer, "qt"), "Slicer has no slicer.qt"
+    with pytest.raises(AttributeError):
+        widget.ui.compareButton.connect("clickd(bool)", widget.onCompare)
+    misspelt = tmp_path / "ChestXrayCounterfactual.py"
+    misspelt.write_text(MODULE_FILE.read_text().replace('"toggled(bool)", self.onPlay', '"toggle(bool)", self.onPlay'))
+    for resource in ("Resources",):
+        (tmp_path / resource).symlink_to(MODULE_FILE.parent / resource)
+    with pytest.raises(AttributeError, match="toggle"):
+        harness.load_module(misspelt)
