@@ -223,6 +223,24 @@ def test_add_model_set_checks_requirements_first_and_rejects_a_bad_spec(panel, t
     assert widget.ui.modelSetComboBox.count == 1, "a spec that cannot be used is not remembered"
 
 
+def test_add_a_model_set_then_analyze_with_it(panel, tmp_path, explainer):
+    from ChestXrayCounterfactualLib.modelspec import export_torchscript
+
+    harness, widget = panel
+    spec = export_torchscript(explainer.models, tmp_path / "torchscript")
+    harness.user.files.append(str(spec))
+    widget.ui.addModelSetButton.click()
+    combo = widget.ui.modelSetComboBox
+    assert combo.count == 2 and combo.currentIndex == 1 and widget.logic.modelSet == str(spec)
+    _load_sample(harness, widget)
+    widget.ui.analyzeButton.click()
+    assert widget.ui.findingsTable.rowCount == 4
+    _, again = harness.load_module(MODULE_FILE)
+    assert again.ui.modelSetComboBox.count == 2, "the spec is remembered in the application settings"
+    combo.currentIndex = 0
+    assert widget.logic.modelSet is None
+
+
 def test_logic_batch_with_a_bad_option_raises_a_sentence_and_slicer_stays_up(panel, tmp_path):
     _, widget = panel
     with pytest.raises(ValueError, match="unknown method 'nope'"):
