@@ -25,11 +25,12 @@ class NotAnImageError(InputError):
 
 
 class NoPixelDataError(InputError):
-    """A DICOM object without an image (structured report, presentation state, RT plan, ...)."""
+    """A DICOM object without an image (structured report, presentation state, RT plan, DICOMDIR, ...)."""
 
 
 class UnsupportedImageError(InputError):
-    """An image of a kind we do not explain (photometric interpretation, modality, dimensionality)."""
+    """An image of a kind we do not explain (photometric interpretation, dimensionality), or pixels that are not a
+    picture of a patient (a segmentation, a dose grid)."""
 
 
 class MissingDecoderError(InputError):

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import io
+import logging
+import warnings
+from pathlib import Path
 
 import numpy as np
 import pydicom
 import pytest
+from pydicom.data import get_testdata_file
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut
 from pydicom.uid import (
     DeflatedExplicitVRLittleEndian,
     ExplicitVRLittleEndian,
@@ -16,7 +22,12 @@ from pydicom.uid import (
 )
 
 from ChestXrayCounterfactualLib import read_radiograph
-from ChestXrayCounterfactualLib.errors import InputError
+from ChestXrayCounterfactualLib.errors import (
+    CorruptPixelDataError,
+    InputError,
+    NoPixelDataError,
+    UnsupportedImageError,
+)
 from conftest import DX, FALSE_MONOCHROME1, JPEG_BASELINE, MONOCHROME1, SAMPLE, shared
 
 
@@ -56,8 +67,8 @@ def test_monochrome1_is_inverted_to_bone_bright(reference):
     raw = pydicom.dcmread(MONOCHROME1).pixel_array.astype(np.float32)
     np.testing.assert_array_equal(reference.pixels, 32767 - raw)
     assert reference.metadata["photometric"] == "MONOCHROME1" and reference.metadata["inverted_on_read"]
-    # the file's window 15000 +- 15000, mirrored with the pixels
-    assert reference.window == (32767 - 30000, 32767 - 0)
+    # the file's window (centre 15000, width 30000: 0 to 29999 by PS3.3 C.11.2.1.2.1), mirrored with the pixels
+    assert reference.window == (32767 - 29999, 32767 - 0)
     # bone is bright: the spine column (image centre) is brighter than the lung fields beside it
     d = reference.display()
     rows, cols = d.shape
@@ -178,3 +189,206 @@ def test_reading_never_changes_the_input(tmp_path):
     read_radiograph(MONOCHROME1)
     assert MONOCHROME1.read_bytes() == before
     assert io.BytesIO(before).getbuffer().nbytes == MONOCHROME1.stat().st_size
+
+
+def pydicom_file(name: str) -> Path:
+    """One of pydicom's test files or pydicom-data's (never downloaded), or skip the test with the reason."""
+    path = get_testdata_file(name, download=False)
+    if path is None:
+        pytest.skip(f"needs {name} from pydicom-data (pip install pydicom-data)")
+    return Path(path)
+
+
+def _luma(rgb: np.ndarray) -> np.ndarray:
+    rgb = rgb.astype(np.float32)
+    return rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114
+
+
+def test_raw_data_set_without_preamble_or_file_meta_is_read(tmp_path):
+    ds, _ = _cropped_dataset()
+    part10 = tmp_path / "part10.dcm"
+    ds.save_as(part10, enforce_file_format=True)
+    ds.file_meta, ds.preamble = FileMetaDataset(), None
+    for implicit in (True, False):
+        raw = tmp_path / f"raw_{implicit}.dcm"
+        ds.save_as(raw, implicit_vr=implicit, little_endian=True)
+        assert raw.read_bytes()[128:132] != b"DICM"
+        np.testing.assert_array_equal(read_radiograph(raw).pixels, read_radiograph(part10).pixels)
+
+
+def test_raw_palette_image_from_pydicom_data_is_read():
+    path = pydicom_file("OT-PAL-8-face.dcm")
+    image = read_radiograph(path)
+    ds = pydicom.dcmread(path, force=True)
+    ds.file_meta.TransferSyntaxUID = pydicom.uid.ImplicitVRLittleEndian
+    np.testing.assert_array_equal(image.pixels, _luma(apply_color_lut(ds.pixel_array, ds)))
+
+
+@pytest.mark.parametrize(
+    "name,sop",
+    [
+        ("rtstruct.dcm", "RT Structure Set Storage"),
+        ("ExplVR_LitEndNoMeta.dcm", "RT Ion Plan Storage"),
+        ("ExplVR_BigEndNoMeta.dcm", "RT Ion Plan Storage"),
+    ],
+)
+def test_raw_data_set_without_pixels_gets_the_no_pixel_sentence(name, sop):
+    with pytest.raises(NoPixelDataError, match=f"without pixel data \\({sop}\\)"):
+        read_radiograph(pydicom_file(name))
+
+
+def _enhanced_dataset():
+    """The cropped sample as an enhanced object: spacing and rescale in the shared functional groups, the window
+    in the first frame's own; nothing at the top level."""
+    ds, stored = _cropped_dataset()
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    for keyword in ("WindowCenter", "WindowWidth", "PixelSpacing", "ImagerPixelSpacing"):
+        if keyword in ds:
+            delattr(ds, keyword)
+    measures = Dataset()
+    measures.PixelSpacing = [0.25, 0.5]
+    rescale = Dataset()
+    rescale.RescaleSlope, rescale.RescaleIntercept, rescale.RescaleType = 2, -1000, "US"
+    shared = Dataset()
+    shared.PixelMeasuresSequence, shared.PixelValueTransformationSequence = [measures], [rescale]
+    voi = Dataset()
+    voi.WindowCenter, voi.WindowWidth = 1000, 2001
+    frame = Dataset()
+    frame.FrameVOILUTSequence = [voi]
+    ds.SharedFunctionalGroupsSequence, ds.PerFrameFunctionalGroupsSequence = [shared], [frame]
+    ds.NumberOfFrames = 1
+    return ds, stored
+
+
+def test_enhanced_object_uses_its_functional_groups(tmp_path):
+    ds, stored = _enhanced_dataset()
+    path = tmp_path / "enhanced.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    image = read_radiograph(path)
+    np.testing.assert_array_equal(image.pixels, stored * 2.0 - 1000)
+    assert image.window == (1000 - 0.5 - 1000, 1000 - 0.5 + 1000)
+    assert image.spacing == (0.5, 0.25) and image.metadata["spacing_from"] == "PixelSpacing"
+    assert not any("spacing" in w for w in image.warnings)
+
+
+def test_enhanced_ct_from_pydicom_data_is_in_hounsfield_units():
+    path = pydicom_file("eCT_Supplemental.dcm")
+    image = read_radiograph(path)
+    ds = pydicom.dcmread(path)
+    np.testing.assert_array_equal(image.pixels, pydicom.pixels.pixel_array(ds, index=0) - 1024.0)
+    assert image.window == (49 - 0.5 - 50.5, 49 - 0.5 + 50.5)
+    assert image.spacing == pytest.approx((0.388672, 0.388672))
+    assert not any("spacing" in w for w in image.warnings)
+
+
+@pytest.mark.parametrize("name", ["liver_1frame.dcm", "liver_expb_1frame.dcm"])
+def test_segmentation_is_refused_as_not_a_radiograph(name):
+    with pytest.raises(UnsupportedImageError, match="Segmentation.*not a radiograph"):
+        read_radiograph(pydicom_file(name))
+
+
+def test_dose_grid_is_refused_as_not_a_radiograph():
+    with pytest.raises(UnsupportedImageError, match="RT Dose.*not a radiograph"):
+        read_radiograph(pydicom_file("rtdose.dcm"))
+
+
+def test_file_cut_inside_its_pixel_data_sequence_is_called_truncated(tmp_path):
+    """pydicom returns an empty data set (with a warning) for an encapsulated file cut short: not 'no pixels'."""
+    path = tmp_path / "cut.dcm"
+    path.write_bytes(MONOCHROME1.read_bytes()[:-8])  # the sequence delimiter is gone
+    with pytest.raises(CorruptPixelDataError, match="truncated.*Computed Radiography Image Storage"):
+        read_radiograph(path)
+
+
+def test_truncated_enhanced_mr_from_pydicom_data_is_called_truncated():
+    with pytest.raises(CorruptPixelDataError, match="truncated"):
+        read_radiograph(pydicom_file("emri_small_jpeg_2k_lossless_too_short.dcm"))
+
+
+def test_ultrasound_region_calibration_gives_the_spacing(tmp_path):
+    ds = pydicom.dcmread(JPEG_BASELINE)
+    ds.decompress()
+    for keyword in ("PixelSpacing", "ImagerPixelSpacing"):
+        if keyword in ds:
+            delattr(ds, keyword)
+    regions = []
+    for units, delta_x, delta_y in ((4, 0.5, 0.0), (3, 0.02, 0.03)):  # seconds (ignored), then cm
+        region = Dataset()
+        region.PhysicalUnitsXDirection = region.PhysicalUnitsYDirection = units
+        region.PhysicalDeltaX, region.PhysicalDeltaY = delta_x, delta_y
+        regions.append(region)
+    ds.SequenceOfUltrasoundRegions = regions
+    path = tmp_path / "us.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    image = read_radiograph(path)
+    assert image.spacing == pytest.approx((0.2, 0.3))
+    assert image.metadata["spacing_from"] == "SequenceOfUltrasoundRegions"
+    assert not any("1 mm assumed" in w for w in image.warnings)
+    ultrasound = read_radiograph(pydicom_file("examples_ybr_color.dcm"))  # 0.05104970559 cm
+    assert ultrasound.spacing == pytest.approx((0.5104970559, 0.5104970559))
+
+
+def test_linear_window_follows_the_standard():
+    """Displayed as pydicom's LINEAR VOI function (PS3.3 C.11.2.1.2.1) maps the values, to float precision."""
+    path = pydicom_file("MR_small.dcm")
+    ds = pydicom.dcmread(path)
+    image = read_radiograph(path)
+    assert image.window == (600 - 0.5 - 799.5, 600 - 0.5 + 799.5)
+    low, high = -(2**15), 2**15 - 1  # signed 16 bit, no rescale: the VOI output range
+    expected = (apply_voi_lut(apply_modality_lut(ds.pixel_array, ds), ds) - low) / (high - low)
+    np.testing.assert_allclose(image.display(), expected, atol=1e-6)
+
+
+def _with_voi_lut(tmp_path) -> Path:
+    """The cropped sample with a rescale (float modality values) and an inverting 16-bit VOI LUT."""
+    ds, _ = _cropped_dataset()
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.RescaleSlope, ds.RescaleIntercept = 1, 100
+    item = Dataset()
+    item.LUTDescriptor = [2**15, 100, 16]
+    item.add_new(0x00283006, "OW", np.arange(65535, 0, -2, dtype="<u2").tobytes())  # LUT Data
+    ds.VOILUTSequence = [item]
+    path = tmp_path / "voi_lut.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def test_voi_lut_gets_integer_values(tmp_path, monkeypatch):
+    seen = []
+
+    def spy(arr, ds, *args, **kwargs):
+        seen.append(arr.dtype)
+        return apply_voi_lut(arr, ds, *args, **kwargs)
+
+    monkeypatch.setattr(pydicom.pixels, "apply_voi_lut", spy)
+    path = _with_voi_lut(tmp_path)
+    image = read_radiograph(path)
+    assert seen and all(np.issubdtype(dtype, np.integer) for dtype in seen)
+    ds = pydicom.dcmread(path)
+    expected = apply_voi_lut(ds.pixel_array.astype(np.int64) + 100, ds)
+    np.testing.assert_array_equal(image.pixels, expected)
+    assert image.window == (0.0, 65535.0) and image.metadata["window_from"] == "VOI LUT sequence"
+
+
+def test_pydicom_warnings_never_reach_the_user(caplog):
+    """MR_small_padded.dcm makes pydicom warn about padding: nothing is shown, as a warning or a log record."""
+    with warnings.catch_warnings(), caplog.at_level(logging.DEBUG):
+        warnings.simplefilter("error")
+        image = read_radiograph(pydicom_file("MR_small_padded.dcm"))
+    assert not [record for record in caplog.records if record.name.startswith("pydicom")]
+    assert not any("padding" in w for w in image.warnings)
+
+
+def test_meaningful_pydicom_warning_becomes_our_sentence(tmp_path):
+    ds = pydicom.dcmread(JPEG_BASELINE)
+    ds.decompress()
+    ds.NumberOfFrames = 0
+    path = tmp_path / "zero_frames.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    assert read_radiograph(path).warnings.count("the header's number of frames is invalid: one frame is assumed") == 1
+
+
+@pytest.mark.parametrize("name", ["DICOMDIR", "DICOMDIR-implicit", "DICOMDIR-bigEnd"])
+def test_dicomdir_is_refused_as_a_directory(name):
+    with pytest.raises(NoPixelDataError, match="a DICOMDIR .*directory.*open the image files it lists instead"):
+        read_radiograph(pydicom_file(name))
