@@ -32,6 +32,7 @@ class ExplainOptions:
     frames: int = 8
     overwrite: bool = False
     anonymize: bool = False
+    dicom: bool = False
 
     def check(self) -> None:
         """Raise ``ValueError`` naming the first option that cannot work."""
@@ -133,7 +134,12 @@ def explain_files(
                 )
                 explanation.seconds = {"read": read_seconds, **explanation.seconds}
                 result.record = write_explanation(
-                    folder, explanation, explainer, overwrite=options.overwrite, anonymize=options.anonymize
+                    folder,
+                    explanation,
+                    explainer,
+                    overwrite=options.overwrite,
+                    anonymize=options.anonymize,
+                    dicom=options.dicom,
                 )
                 result.status = "done"
             except Exception as error:  # one broken file must not stop the batch; describe_error words it

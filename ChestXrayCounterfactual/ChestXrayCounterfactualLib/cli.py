@@ -46,6 +46,12 @@ def _parser() -> argparse.ArgumentParser:
     explain.add_argument("--frames", type=int, default=8, help="frames of the animation")
     explain.add_argument("--overwrite", action="store_true", help="redo inputs whose output folder exists")
     explain.add_argument("--anonymize", action="store_true", help="keep no DICOM UIDs or input folder in the outputs")
+    explain.add_argument(
+        "--dicom",
+        action="store_true",
+        help="also write DICOM: the counterfactual, difference, saliency and a structured report as new series "
+        "of the input's study (dicom/ in each output folder)",
+    )
     return parser
 
 
@@ -88,7 +94,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "predict":
             return _predict(args, explainer, fail)
         options = ExplainOptions(
-            args.finding, args.method, args.saliency, args.direction, args.frames, args.overwrite, args.anonymize
+            args.finding,
+            args.method,
+            args.saliency,
+            args.direction,
+            args.frames,
+            args.overwrite,
+            args.anonymize,
+            args.dicom,
         )
         results = explain_files(
             _progress(args.files, len(args.files) > 1), args.out, explainer, options, _report, on_error=fail

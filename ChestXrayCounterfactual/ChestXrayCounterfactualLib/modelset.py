@@ -71,6 +71,10 @@ class ModelSet:
     def findings(self) -> list[str]:
         return self.classifier.findings
 
+    def identity(self) -> dict:
+        """Name, sha256 of every file and decision thresholds: what an output records of the models."""
+        return {"name": self.name, "sha256": self.file_hashes, "thresholds": dict(self.thresholds)}
+
     def index(self, finding: str) -> int:
         matches = [i for i, f in enumerate(self.findings) if f.lower() == finding.lower()]
         if not matches:

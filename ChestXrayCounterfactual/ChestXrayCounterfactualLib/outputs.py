@@ -1,6 +1,7 @@
 """Writing an explanation to disk: NRRD volumes on the input's own grid, an overview PNG, the
-latent-shift GIF and a JSON record. A folder is written under a temporary name and renamed into
-place only when complete, so an interrupted run never leaves a half-written result."""
+latent-shift GIF, a JSON record and, on request, DICOM objects in the input's study (``dicom/``, see
+:mod:`.dicom_outputs`). A folder is written under a temporary name and renamed into place only when
+complete, so an interrupted run never leaves a half-written result."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from .engine import Explainer, Explanation
 from .reader import WINDOW_KEY, Radiograph
 
 FILES = ("counterfactual.nrrd", "saliency.nrrd", "difference.nrrd", "overview.png", "frames.gif", "explanation.json")
+DICOM_FOLDER = "dicom"
 
 
 def write_volume(path: Path, array: np.ndarray, radiograph: Radiograph, window: tuple[float, float] | None) -> None:
@@ -142,10 +144,34 @@ def explanation_record(explanation: Explanation, files: list[str], model_set: di
     }
 
 
+def write_dicom_outputs(folder: Path, explanation: Explanation, explainer: Explainer, anonymize: bool) -> dict:
+    """The DICOM objects in ``folder``; returns what the JSON record says of them (files relative to the
+    explanation's folder, their study, and notes such as a new study for a non-DICOM input)."""
+    from .dicom_outputs import write_dicom
+
+    written = write_dicom(folder, explanation, explainer.models.identity(), anonymize=anonymize)
+    return {
+        "files": [f"{folder.name}/{path.name}" for path in written.files],
+        "study_instance_uid": written.study_instance_uid,
+        "new_study": written.new_study,
+        "notes": written.notes,
+    }
+
+
 def write_explanation(
-    folder: Path, explanation: Explanation, explainer: Explainer, *, overwrite: bool = False, anonymize: bool = False
+    folder: Path,
+    explanation: Explanation,
+    explainer: Explainer,
+    *,
+    overwrite: bool = False,
+    anonymize: bool = False,
+    dicom: bool = False,
 ) -> dict:
-    """Write every output file into ``folder`` atomically; returns the JSON record written."""
+    """Write every output file into ``folder`` atomically; returns the JSON record written.
+
+    With ``dicom`` the DICOM objects are written into its ``dicom/`` subfolder, inside the same atomic
+    write, listed in the record's ``files`` and described under its ``dicom`` key.
+    """
     import time
 
     folder.parent.mkdir(parents=True, exist_ok=True)
@@ -159,13 +185,21 @@ def write_explanation(
         write_volume(partial / "saliency.nrrd", explanation.saliency, r, (0.0, 1.0))
         write_volume(partial / "difference.nrrd", explanation.difference, r, None)
         write_overview(partial / "overview.png", explanation)
+        explanation.seconds["write"] = round(time.perf_counter() - start, 4)
         frames_start = time.perf_counter()
         write_gif(partial / "frames.gif", explainer.frames(explanation), explanation)
         explanation.seconds["animation"] = round(time.perf_counter() - frames_start, 4)
-        explanation.seconds["write"] = round(time.perf_counter() - start - explanation.seconds["animation"], 4)
+        dicom_record = None
+        if dicom:
+            dicom_start = time.perf_counter()
+            dicom_record = write_dicom_outputs(partial / DICOM_FOLDER, explanation, explainer, anonymize)
+            explanation.seconds["dicom"] = round(time.perf_counter() - dicom_start, 4)
         explanation.seconds["total"] = round(sum(v for k, v in explanation.seconds.items() if k != "total"), 4)
-        model_set = {"name": explainer.models.name, "sha256": explainer.models.file_hashes}
-        record = explanation_record(explanation, list(FILES), model_set, anonymize)
+        model_set = explainer.models.identity()
+        files = list(FILES) + (dicom_record["files"] if dicom_record else [])
+        record = explanation_record(explanation, files, model_set, anonymize)
+        if dicom_record:
+            record["dicom"] = {key: value for key, value in dicom_record.items() if key != "files"}
         (partial / "explanation.json").write_text(json.dumps(record, indent=2) + "\n")
         if folder.exists():
             if not overwrite:

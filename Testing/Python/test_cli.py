@@ -96,3 +96,26 @@ def test_unknown_finding_is_a_clear_error(tmp_path):
     result = run("explain", SAMPLE, "--out", tmp_path / "o", "--finding", "Fracture", cwd=tmp_path)
     assert result.returncode == 1
     assert "unknown finding 'Fracture'" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_explain_dicom_writes_objects_in_the_input_study(tmp_path):
+    import pydicom
+
+    from conftest import MONOCHROME1
+
+    out = tmp_path / "out"
+    result = run("explain", SAMPLE, MONOCHROME1, "--out", out, "--finding", "Cardiomegaly", "--method", "latent-shift",
+                 "--dicom", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    for source in (SAMPLE, MONOCHROME1):
+        folder = tmp_path / "out" / source.stem
+        record = json.loads((folder / "explanation.json").read_text())
+        written = sorted((folder / "dicom").glob("*.dcm"))
+        assert {f"dicom/{p.name}" for p in written} <= set(record["files"]) and len(written) == 4
+        study = pydicom.dcmread(source, stop_before_pixels=True).StudyInstanceUID
+        assert {pydicom.dcmread(p, stop_before_pixels=True).StudyInstanceUID for p in written} == {study}
+        counterfactual = folder / "dicom" / "counterfactual.dcm"
+        assert sitk.ReadImage(str(counterfactual)).GetSize()[:2] == sitk.ReadImage(str(source)).GetSize()[:2]
+        expected = sitk.GetArrayFromImage(sitk.ReadImage(str(folder / "counterfactual.nrrd")))
+        np.testing.assert_allclose(read_radiograph(counterfactual).pixels, expected.reshape(-1, expected.shape[-1]),
+                                   atol=0.5 + 1e-3)
