@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
+import tempfile
 import unittest
+from pathlib import Path
 from typing import Annotated
 
 import ctk
@@ -70,6 +73,8 @@ def registerSampleData() -> None:
         fileNames=SAMPLE,
         nodeNames="Chest PA cardiomegaly",
         checksums=f"SHA256:{SAMPLE_SHA256}",
+        loadFileTypes="VolumeFile",  # not the DICOM reader: it would import the cache folder and load nothing
+        loadFileProperties={"singleFile": True},
     )
 
 
@@ -97,6 +102,7 @@ class ChestXrayCounterfactualWidget(ScriptedLoadableModuleWidget, VTKObservation
         self.logic = None
         self._parameterNode = None
         self._parameterNodeGuiTag = None
+        self._explanation = None  # the last engine result, for DICOM export; not kept past the scene
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -116,6 +122,7 @@ class ChestXrayCounterfactualWidget(ScriptedLoadableModuleWidget, VTKObservation
         self.ui.opacitySlider.connect("valueChanged(double)", self.onOpacity)
         self.ui.compareButton.connect("clicked(bool)", self.onCompare)
         self.ui.playButton.connect("toggled(bool)", self.onPlay)
+        self.ui.exportDicomButton.connect("clicked(bool)", self.onExportDicom)
         self.ui.modelSetComboBox.connect("currentIndexChanged(int)", self.onModelSet)
         self.ui.addModelSetButton.connect("clicked(bool)", self.onAddModelSet)
         self._fillModelSets()
@@ -137,6 +144,7 @@ class ChestXrayCounterfactualWidget(ScriptedLoadableModuleWidget, VTKObservation
         self.setParameterNode(None)
 
     def onSceneEndClose(self, caller, event) -> None:
+        self._explanation = None
         self.ui.findingsTable.setRowCount(0)
         self.ui.statusLabel.text = ""
         self.ui.playButton.checked = False
@@ -146,7 +154,7 @@ class ChestXrayCounterfactualWidget(ScriptedLoadableModuleWidget, VTKObservation
     def initializeParameterNode(self) -> None:
         self.setParameterNode(self.logic.getParameterNode())
         if not self._parameterNode.inputVolume:
-            first = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
+            first = self.logic.firstRadiograph()
             if first:
                 self._parameterNode.inputVolume = first
 
@@ -170,11 +178,15 @@ class ChestXrayCounterfactualWidget(ScriptedLoadableModuleWidget, VTKObservation
         for widget in (self.ui.layerComboBox, self.ui.colorMapComboBox, self.ui.opacitySlider, self.ui.compareButton):
             widget.enabled = explained
         self.ui.playButton.enabled = bool(explained and p.sequenceBrowser)
+        self.ui.exportDicomButton.enabled = bool(explained and self._explanation is not None)
 
     def _requirementsReady(self) -> bool:
-        with slicer.util.tryWithErrorDisplay(_("The Python requirements are not met."), waitCursor=True):
-            return self.logic.setupPythonRequirements()
-        return False
+        """Check (and with consent install) the requirements; a failure is shown, and the action stops."""
+        try:
+            with slicer.util.tryWithErrorDisplay(_("The Python requirements are not met."), waitCursor=True):
+                return self.logic.setupPythonRequirements()
+        except Exception:  # shown to the user by tryWithErrorDisplay
+            return False
 
     def _fillModelSets(self) -> None:
         """Bundled first, then the spec files the user added (application settings, not the scene)."""
@@ -256,14 +268,19 @@ class ChestXrayCounterfactualWidget(ScriptedLoadableModuleWidget, VTKObservation
 
         try:
             with slicer.util.tryWithErrorDisplay(_("Could not explain the radiograph."), waitCursor=True):
-                nodes = self.logic.explainVolume(
-                    p.inputVolume,
-                    finding=p.finding or None,
-                    method=p.counterfactualMethod,
-                    saliency=p.saliencyMethod,
-                    direction=None if p.direction == "auto" else p.direction,
-                    progress=progress,
-                )
+                try:
+                    nodes = self.logic.explainVolume(
+                        p.inputVolume,
+                        finding=p.finding or None,
+                        method=p.counterfactualMethod,
+                        saliency=p.saliencyMethod,
+                        direction=None if p.direction == "auto" else p.direction,
+                        progress=progress,
+                    )
+                except CancelledError:  # the user's choice, not an error
+                    self.ui.statusLabel.text = _("Cancelled: nothing was added to the scene.")
+                    return
+                self._explanation = nodes["explanation"]
                 with slicer.util.NodeModify(p):
                     p.saliencyVolume = nodes["saliency"]
                     p.counterfactualVolume = nodes["counterfactual"]
@@ -272,8 +289,6 @@ class ChestXrayCounterfactualWidget(ScriptedLoadableModuleWidget, VTKObservation
                 self.ui.statusLabel.text = outcome_line(nodes["figures"])
                 self.ui.layerComboBox.setCurrentIndex(0)
                 self.logic.setSaliencyOpacity(p.saliencyOpacity)
-        except CancelledError:
-            self.ui.statusLabel.text = _("Cancelled: nothing was added to the scene.")
         finally:
             dialog.close()
 
@@ -305,6 +320,16 @@ class ChestXrayCounterfactualWidget(ScriptedLoadableModuleWidget, VTKObservation
             with slicer.util.tryWithErrorDisplay(_("Could not play the latent shift.")):
                 self.logic.play(p.sequenceBrowser, playing, p.inputVolume)
 
+    def onExportDicom(self) -> None:
+        p = self._parameterNode
+        if not (p and p.counterfactualVolume and self._explanation is not None):
+            return
+        with slicer.util.tryWithErrorDisplay(_("Could not export to DICOM."), waitCursor=True):
+            outputs = self.logic.exportDicom(self._explanation)
+            self.ui.statusLabel.text = _("{count} DICOM objects added to the DICOM database. {notes}").format(
+                count=len(outputs.files), notes=" ".join(outputs.notes)
+            )
+
     def _results(self) -> dict:
         p = self._parameterNode
         return {
@@ -327,12 +352,19 @@ class ChestXrayCounterfactualLogic(ScriptedLoadableModuleLogic):
     def resourcePath(self, relativePath: str) -> str:
         return os.path.join(os.path.dirname(__file__), "Resources", relativePath)
 
-    def setupPythonRequirements(self, askConfirmation: bool = True) -> bool:
-        """True when torch, captum, pydicom, ... are installed at the versions we need; see
-        ``ChestXrayCounterfactualSlicer.requirements.ensure`` (never installs in testing mode)."""
+    def setupPythonRequirements(self, install: bool = True) -> bool:
+        """True when torch, captum, pydicom, ... are installed at the versions we need. With ``install``
+        what is missing is installed once the user agrees; without, nothing is ever installed (see
+        ``ChestXrayCounterfactualSlicer.requirements.ensure``; never installs in testing mode)."""
         from ChestXrayCounterfactualSlicer import requirements
 
-        return requirements.ensure(self.resourcePath("requirements.txt"), askConfirmation)
+        return requirements.ensure(self.resourcePath("requirements.txt"), install)
+
+    def firstRadiograph(self):
+        """The first volume the input selector offers (a plain scalar volume this module did not make)."""
+        from ChestXrayCounterfactualSlicer import scene
+
+        return scene.first_radiograph()
 
     def checkModelSet(self, path: str) -> None:
         """Load and verify a model-set spec (raises with the reason if it cannot be used)."""
@@ -346,23 +378,28 @@ class ChestXrayCounterfactualLogic(ScriptedLoadableModuleLogic):
         with open(path, "rb") as f:
             f.seek(128)
             isDicom = f.read(4) == b"DICM"
-        database = slicer.dicomDatabase
+        from ChestXrayCounterfactualSlicer import scene
+
+        database = getattr(slicer, "dicomDatabase", None)
         if not isDicom or not database or not database.isOpen:
             if isDicom:
                 logging.info("No DICOM database is open: %s is loaded without its patient and study", path)
-            return slicer.util.loadVolume(path, {"singleFile": True})
+            return scene.as_scalar_volume(slicer.util.loadVolume(path, {"singleFile": True}))
         from DICOMLib import DICOMUtils
 
         indexer = ctk.ctkDICOMIndexer()
         indexer.addFile(database, path, False)
         indexer.waitForImportFinished()
-        series = database.seriesForFile(path)
-        if not series:
+        if not database.seriesForFile(path):
             raise RuntimeError(_("Slicer's DICOM database could not index {path}").format(path=path))
-        nodeIds = DICOMUtils.loadSeriesByUID([series])
-        if not nodeIds:
-            raise RuntimeError(_("Slicer's DICOM plugins could not load {path}").format(path=path))
-        return slicer.mrmlScene.GetNodeByID(nodeIds[0])
+        # This file only, not its whole series (a PA and a lateral view can share one).
+        loadablesByPlugin, _loadEnabled = DICOMUtils.getLoadablesFromFileLists([[path]])
+        DICOMUtils.selectHighestConfidenceLoadables(loadablesByPlugin)
+        nodes = [slicer.mrmlScene.GetNodeByID(i) for i in DICOMUtils.loadLoadables(loadablesByPlugin)]
+        volumes = [node for node in nodes if node is not None and node.IsA("vtkMRMLScalarVolumeNode")]
+        if not volumes:
+            raise RuntimeError(_("Slicer's DICOM plugins could not load {path} as an image").format(path=path))
+        return scene.as_scalar_volume(volumes[0])
 
     def analyze(self, volumeNode):
         """(probabilities, thresholds) of every finding of the model set."""
@@ -394,6 +431,29 @@ class ChestXrayCounterfactualLogic(ScriptedLoadableModuleLogic):
         options.check()
         return explain_files(paths, outputDir, scene.explainer(self.modelSet), options)
 
+    def exportDicom(self, explanation, folder: str | None = None):
+        """Write an explanation as DICOM (new series in the input's study; see
+        ``ChestXrayCounterfactualLib.dicom_outputs``) and add them to Slicer's DICOM database, so they
+        appear under the input's patient and study. ``folder``: where to keep the files (default: only
+        in the database)."""
+        from DICOMLib import DICOMUtils
+
+        from ChestXrayCounterfactualLib.dicom_outputs import write_dicom
+        from ChestXrayCounterfactualSlicer import scene
+
+        database = slicer.dicomDatabase
+        if not database or not database.isOpen:
+            raise RuntimeError(_("Open a DICOM database first (DICOM module), then export again."))
+        target = folder or tempfile.mkdtemp(prefix="ChestXrayCounterfactual-")
+        try:
+            outputs = write_dicom(Path(target) / "dicom", explanation, scene.explainer(self.modelSet).models.identity())
+            if not DICOMUtils.importDicom(str(Path(target) / "dicom"), database, copyFiles=folder is None):
+                raise RuntimeError(_("Slicer's DICOM database could not import {folder}").format(folder=target))
+        finally:
+            if folder is None:
+                shutil.rmtree(target, ignore_errors=True)
+        return outputs
+
     def setSaliencyOpacity(self, opacity: float) -> None:
         from ChestXrayCounterfactualSlicer import scene
 
@@ -416,6 +476,8 @@ class ChestXrayCounterfactualLogic(ScriptedLoadableModuleLogic):
         from ChestXrayCounterfactualSlicer import scene
 
         scene.compare_side_by_side(inputVolume, counterfactual)
+        slicer.app.processEvents()  # the layout manager sizes the new views before they are fitted
+        scene.fit_views(("Red", "Yellow"))
 
     def play(self, browser, playing: bool, inputVolume) -> None:
         from ChestXrayCounterfactualSlicer import scene
@@ -442,7 +504,7 @@ class ChestXrayCounterfactualTest(ScriptedLoadableModuleTest):
 
     def test_explain_sample(self):
         logic = ChestXrayCounterfactualLogic()
-        if not logic.setupPythonRequirements(askConfirmation=False):
+        if not logic.setupPythonRequirements(install=False):
             message = (
                 "the Python requirements (PyTorch, captum, ...) are not installed, and tests never install them; "
                 "open the module and press Analyze once to install them"

@@ -27,7 +27,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--method", help="counterfactual method (default: the engine's)")
     parser.add_argument("--saliency", help="saliency method (default: the engine's)")
     parser.add_argument("--overwrite", action="store_true")
-    return parser.parse_args(argv)
+    return parser.parse_args(argv[1:] if argv[:1] == ["--"] else argv)  # Slicer passes on the "--" separator
 
 
 def run(argv: list[str]) -> int:
@@ -43,7 +43,7 @@ def run(argv: list[str]) -> int:
 
     logic = ChestXrayCounterfactualLogic()
     try:
-        ready = logic.setupPythonRequirements(askConfirmation=False)
+        ready = logic.setupPythonRequirements(install=False)  # a headless run never installs
     except RequirementsError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -75,10 +75,14 @@ def _imported_distributions() -> dict[str, str]:
     return imported
 
 
-def _torch_constraints() -> Path:
-    """A pip constraints file that pins the installed torch and torchvision, so that installing the
-    other requirements can never replace the build the PyTorch extension chose (CUDA or CPU)."""
-    pins = [f"{name}=={installed_version(name)}" for name in ("torch", "torchvision") if installed_version(name)]
+#: Installed packages pip must not replace: the PyTorch extension's torch build (CUDA or CPU), and
+#: Slicer's own numpy (a requirement's older release could otherwise pull numpy down).
+PINNED = ("torch", "torchvision", "numpy")
+
+
+def _constraints() -> Path:
+    """A pip constraints file pinning the installed :data:`PINNED` packages."""
+    pins = [f"{name}=={installed_version(name)}" for name in PINNED if installed_version(name)]
     path = Path(tempfile.mkdtemp(prefix="ChestXrayCounterfactual-")) / "constraints.txt"
     path.write_text("\n".join(pins) + "\n")
     return path
@@ -94,11 +98,12 @@ def _install_torch() -> None:
         ) from error
     logic = PyTorchUtils.PyTorchUtilsLogic()
     if logic.torchInstalled():
+        found = ", ".join(f"{name} {installed_version(name) or 'missing'}" for name in ("torch", "torchvision"))
         raise RequirementsError(
             _(
-                "PyTorch {found} is installed but {needed} is needed. Install a newer one in the PyTorch Utils "
-                "module, restart Slicer, and try again."
-            ).format(found=installed_version("torch"), needed=", ".join(TORCH_REQUIREMENTS))
+                "{needed} are needed; installed: {found}. Install them in the PyTorch Utils module, restart "
+                "Slicer, and try again."
+            ).format(found=found, needed=", ".join(TORCH_REQUIREMENTS))
         )
     minimum_torch, minimum_torchvision = (r.split(">=")[1] for r in TORCH_REQUIREMENTS)
     logic.installTorch(
@@ -108,22 +113,23 @@ def _install_torch() -> None:
     )
 
 
-def ensure(requirements_file: Path | str, ask: bool = True) -> bool:
-    """True when every requirement is met, installing what is missing first if the user agrees.
+def ensure(requirements_file: Path | str, install: bool = True) -> bool:
+    """True when every requirement is met. With ``install``, what is missing is installed first if the
+    user agrees (asked once); without it (batch runs, the module's test) nothing is ever installed.
 
-    False when the user declines, when Slicer runs in testing mode (tests never install), or when an
-    upgraded package was already imported (Slicer must restart; the user is offered a restart).
-    Raises :class:`RequirementsError` when the requirements cannot be met here.
+    False when something is missing and may not be installed, when the user declines, in testing mode
+    (tests never install), or when an upgraded package was already imported (Slicer must restart; the
+    user is offered a restart). Raises :class:`RequirementsError` when the requirements cannot be met.
     """
     check_slicer_version()
     requirements = read_requirements(requirements_file)
     missing = unmet([*TORCH_REQUIREMENTS, *requirements])
     if not missing:
         return True
-    if slicer.app.testingEnabled():
-        logging.info("Testing mode: not installing %s", ", ".join(missing))
+    if not install or slicer.app.testingEnabled():
+        logging.info("Not installing (%s): %s", "testing mode" if install else "check only", ", ".join(missing))
         return False
-    if ask and not slicer.util.confirmOkCancelDisplay(
+    if not slicer.util.confirmOkCancelDisplay(
         _(
             "Chest X-ray Counterfactual needs these Python packages: {packages}. Install them now? PyTorch comes "
             "through the PyTorch extension; the download can take several minutes."
@@ -136,7 +142,7 @@ def ensure(requirements_file: Path | str, ask: bool = True) -> bool:
     before = _imported_distributions()
     importlib.import_module("slicer.packaging").pip_ensure(
         unmet(requirements),
-        constraints=str(_torch_constraints()),
+        constraints=str(_constraints()),
         prompt_install=False,
         prompt_restart=False,
         requester=REQUESTER,

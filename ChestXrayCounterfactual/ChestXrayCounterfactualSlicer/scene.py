@@ -77,6 +77,8 @@ def radiograph_from_volume(volume_node) -> Radiograph:
     from ChestXrayCounterfactualLib.reader import Radiograph, read_radiograph, validate
 
     pixels = slicer.util.arrayFromVolume(volume_node)
+    if volume_node.IsA("vtkMRMLVectorVolumeNode"):
+        pixels = _luminance(pixels)
     if pixels.ndim == 3 and pixels.shape[0] > 1:
         raise UnsupportedImageError(
             volume_node.GetName(), f"a 3D volume with {pixels.shape[0]} slices is not a radiograph"
@@ -120,6 +122,32 @@ def radiograph_from_volume(volume_node) -> Radiograph:
         metadata={"volume_node": volume_node.GetID(), "source_file": str(path or "")},
     )
     return validate(volume_node.GetName(), radiograph)
+
+
+def _luminance(rgb: np.ndarray) -> np.ndarray:
+    """Grey values of colour voxels (ITU-R 601 luma, as the engine's reader and PIL use; alpha ignored)."""
+    return np.asarray(rgb[..., :3], dtype=np.float32) @ np.float32([0.299, 0.587, 0.114])
+
+
+def as_scalar_volume(volume_node):
+    """The radiograph as a plain scalar volume: a colour image (loaded as a vector volume) is replaced by
+    its grey values on the same grid; other volumes are returned as they are."""
+    if not volume_node.IsA("vtkMRMLVectorVolumeNode"):
+        return volume_node
+    scalar = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", volume_node.GetName())
+    scalar.CopyOrientation(volume_node)
+    slicer.util.updateVolumeFromArray(scalar, _luminance(slicer.util.arrayFromVolume(volume_node)))
+    scalar.CreateDefaultDisplayNodes()
+    slicer.mrmlScene.RemoveNode(volume_node)
+    return scalar
+
+
+def first_radiograph():
+    """The first plain scalar volume of the scene that this module did not make, or None."""
+    for node in slicer.util.getNodesByClass("vtkMRMLScalarVolumeNode"):
+        if node.GetClassName() == "vtkMRMLScalarVolumeNode" and not node.GetAttribute(f"{ATTRIBUTE}.Role"):
+            return node
+    return None
 
 
 def color_node(name: str):
@@ -330,31 +358,50 @@ def set_saliency_colors(saliency_node, name: str) -> None:
     saliency_node.GetDisplayNode().SetAndObserveColorNodeID(node.GetID())
 
 
+def _slice_logics(views):
+    app_logic = _application_logic()
+    for view in views:
+        logic = app_logic.GetSliceLogicByLayoutName(view) if app_logic is not None else None
+        if logic is not None:
+            yield view, logic
+
+
 def compare_side_by_side(volume_node, counterfactual_node) -> None:
-    """Side-by-side layout: the original in the Red view, the counterfactual in the Yellow view, both
-    axial (how a radiograph lies), fitted, with linked slice controls."""
+    """Side-by-side layout: the original in the Red view, the counterfactual in the Yellow view, each
+    view turned to the radiograph's own plane (a DX or NIfTI radiograph need not lie axial), with
+    linked slice controls. Fit the views (:func:`fit_views`) once the layout has sized them."""
     layout = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLLayoutNode")
     if layout is not None:
         layout.SetViewArrangement(slicer.vtkMRMLLayoutNode.SlicerLayoutSideBySideView)
-    app_logic = _application_logic()
-    for view, volume in (("Red", volume_node), ("Yellow", counterfactual_node)):
-        logic = app_logic.GetSliceLogicByLayoutName(view) if app_logic is not None else None
-        if logic is None:
-            continue
+    volumes = {"Red": volume_node, "Yellow": counterfactual_node}
+    for view, logic in _slice_logics(volumes):
         composite = logic.GetSliceCompositeNode()
-        composite.SetBackgroundVolumeID(volume.GetID())
+        composite.SetBackgroundVolumeID(volumes[view].GetID())
         composite.SetForegroundVolumeID(None)
         composite.SetLinkedControl(True)
-        logic.GetSliceNode().SetOrientation("Axial")
+        logic.RotateSliceToLowestVolumeAxes()
+
+
+def fit_views(views) -> None:
+    """Fit each named slice view to its background volume."""
+    for _view, logic in _slice_logics(views):
         logic.FitSliceToBackground()
 
 
 def play(browser_node, playing: bool, still_node) -> None:
-    """Loop the latent-shift frames in every slice view, or stop and show ``still_node`` again."""
+    """Loop the latent-shift frames in every slice view; on stop, give each view back the background it
+    had (``still_node`` where that is gone)."""
     browser_node.SetPlaybackActive(playing)
     proxy = browser_node.GetProxyNode(browser_node.GetMasterSequenceNode())
+    key = f"{ATTRIBUTE}.StillBackground"
     for composite in slicer.util.getNodesByClass("vtkMRMLSliceCompositeNode"):
-        composite.SetBackgroundVolumeID((proxy if playing and proxy is not None else still_node).GetID())
+        if playing and proxy is not None:
+            if composite.GetBackgroundVolumeID() != proxy.GetID():
+                composite.SetAttribute(key, composite.GetBackgroundVolumeID() or "")
+            composite.SetBackgroundVolumeID(proxy.GetID())
+        elif not playing:
+            still = slicer.mrmlScene.GetNodeByID(composite.GetAttribute(key) or "") or still_node
+            composite.SetBackgroundVolumeID(still.GetID())
 
 
 def explain_volume(

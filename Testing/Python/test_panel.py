@@ -71,6 +71,10 @@ def test_module_describes_itself_and_registers_its_sample(harness):
     [source] = harness.sample_sources
     local = source["uris"].removeprefix("file://")
     assert hashlib.sha256(open(local, "rb").read()).hexdigest() == source["checksums"].removeprefix("SHA256:")
+    # As SampleData loads it: with the file type and properties given (Slicer's DICOM reader would win
+    # a .dcm by confidence, import the folder into the database and load nothing).
+    node = slicer.util.loadNodeFromFile(local, source["loadFileTypes"], dict(source["loadFileProperties"]))
+    assert slicer.util.arrayFromVolume(node).shape == (1, 320, 320)
 
 
 def test_input_selector_offers_scalar_radiographs_only(panel):
@@ -109,7 +113,7 @@ def test_a_user_session_through_every_control(panel, tmp_path):
     assert ui.compareButton.enabled and ui.playButton.enabled
     np.testing.assert_array_equal(slicer.util.arrayFromVolume(volume), original)
     assert [c.GetForegroundVolumeID() for c in _composites()] == [p.saliencyVolume.GetID()] * len(_composites())
-    assert not any(kind == "QMessageBox" for kind, _ in harness.user.shown)
+    assert not any(kind.endswith("MessageBox") for kind, _ in harness.user.shown)
 
     ui.opacitySlider.value = 0.7
     assert p.saliencyOpacity == pytest.approx(0.7)
@@ -132,14 +136,37 @@ def test_a_user_session_through_every_control(panel, tmp_path):
     red, yellow = (harness.app.layoutManager().sliceWidget(v).sliceLogic() for v in ("Red", "Yellow"))
     assert red.GetSliceCompositeNode().GetBackgroundVolumeID() == volume.GetID()
     assert yellow.GetSliceCompositeNode().GetBackgroundVolumeID() == p.counterfactualVolume.GetID()
-    assert yellow.GetSliceNode().GetOrientation() == "Axial"
+    normal = slicer.util.arrayFromVTKMatrix(yellow.GetSliceNode().GetSliceToRAS())[:3, 2]
+    assert abs(normal[2]) == pytest.approx(1), "the view lies in the radiograph's plane"
 
     ui.playButton.click()
     browser = p.sequenceBrowser
     proxy = browser.GetProxyNode(browser.GetMasterSequenceNode())
     assert browser.GetPlaybackActive() and {c.GetBackgroundVolumeID() for c in _composites()} == {proxy.GetID()}
     ui.playButton.click()
-    assert not browser.GetPlaybackActive() and {c.GetBackgroundVolumeID() for c in _composites()} == {volume.GetID()}
+    assert not browser.GetPlaybackActive()
+    assert red.GetSliceCompositeNode().GetBackgroundVolumeID() == volume.GetID()
+    assert yellow.GetSliceCompositeNode().GetBackgroundVolumeID() == p.counterfactualVolume.GetID(), "Compare kept"
+
+
+def test_export_to_dicom_puts_the_results_in_the_input_study(panel):
+    import pydicom
+
+    harness, widget = panel
+    _load_sample(harness, widget)
+    assert not widget.ui.exportDicomButton.enabled
+    _explain(harness, widget)
+    study = str(pydicom.dcmread(SAMPLE, stop_before_pixels=True).StudyInstanceUID)
+    database = slicer.dicomDatabase
+    assert len(database.seriesForStudy(study)) == 1
+    widget.ui.exportDicomButton.click()
+    exported = [f for f in harness.dicom_imports if f != str(SAMPLE)]
+    assert len(exported) >= 4 and widget.ui.statusLabel.text.startswith(f"{len(exported)} DICOM objects")
+    assert {str(pydicom.dcmread(f, stop_before_pixels=True).StudyInstanceUID) for f in exported} == {study}
+    assert len(database.seriesForStudy(study)) > 1, "the outputs are new series of the input's study"
+    assert not any(kind == "ctkMessageBox" for kind, _ in harness.user.shown)
+    harness.close_scene()
+    assert not widget.ui.exportDicomButton.enabled
 
 
 def test_explain_shows_progress_and_cancel_adds_nothing(panel):
@@ -166,7 +193,7 @@ def test_explain_shows_progress_and_cancel_adds_nothing(panel):
     assert widget.ui.statusLabel.text.startswith("Cancelled")
     assert slicer.mrmlScene.GetNumberOfNodes() == before
     assert not widget._parameterNode.counterfactualVolume
-    assert not any(kind == "QMessageBox" for kind, _ in harness.user.shown), "cancelling is not an error"
+    assert not any(kind.endswith("MessageBox") for kind, _ in harness.user.shown), "cancelling is not an error"
 
 
 def test_after_closing_the_scene_every_control_is_safe(panel):
@@ -184,9 +211,26 @@ def test_after_closing_the_scene_every_control_is_safe(panel):
     widget.onShowLayer(1)
     widget.onColorMap(1)
     widget.onOpacity(0.2)
-    assert [kind for kind, _ in harness.user.shown if kind == "QMessageBox"] == [], "nothing to complain about"
+    assert [kind for kind, _ in harness.user.shown if kind.endswith("MessageBox")] == [], "nothing to complain about"
     volume = _load_sample(harness, widget)
     assert ui.analyzeButton.enabled and widget._parameterNode.inputVolume is volume
+
+
+def test_a_colour_image_loads_as_a_grey_radiograph(panel, tmp_path):
+    import pydicom
+    from PIL import Image
+
+    harness, widget = panel
+    grey = pydicom.dcmread(SAMPLE).pixel_array.astype(np.uint8)
+    path = tmp_path / "chest.png"
+    Image.fromarray(np.stack([grey] * 3, axis=-1)).save(path)
+    harness.user.files.append(str(path))
+    widget.ui.loadFileButton.click()
+    volume = widget._parameterNode.inputVolume
+    assert volume.GetClassName() == "vtkMRMLScalarVolumeNode" and widget.ui.inputSelector.currentNode() is volume
+    assert not slicer.util.getNodesByClass("vtkMRMLVectorVolumeNode")
+    widget.ui.analyzeButton.click()
+    assert widget.ui.findingsTable.rowCount == 4
 
 
 def test_without_an_open_dicom_database_the_file_loads_directly(panel):
@@ -255,10 +299,10 @@ def test_headless_batch_script_always_exits_with_a_code(harness, tmp_path, monke
 
     harness.load_module(MODULE_FILE)
     codes = []
-    batch.main(["--input", str(tmp_path), "--output", str(tmp_path / "out"), "--method", "nope"], codes.append)
+    batch.main(["--", "--input", str(tmp_path), "--output", str(tmp_path / "out"), "--method", "nope"], codes.append)
     batch.main(["--output", str(tmp_path)], codes.append)
 
-    def broken(self, askConfirmation=True):
+    def broken(self, install=True):
         raise MemoryError("torch could not start")
 
     monkeypatch.setattr(slicer.modules, "chestxraycounterfactual", slicer.modules.chestxraycounterfactual)
@@ -336,6 +380,17 @@ def test_requirements_install_asks_once_and_keeps_pip_away_from_torch(harness, t
     assert requirements.ensure(wanted) is True and len(pip) == 1, "met now: no second install, no question"
 
 
+def test_requirements_check_only_never_installs_or_asks(harness, tmp_path, pip):
+    """Batch runs and the module's test (also run from the GUI's Reload and Test) only check."""
+    harness.load_module(MODULE_FILE)
+    from ChestXrayCounterfactualSlicer import requirements
+
+    wanted = tmp_path / "requirements.txt"
+    wanted.write_text(f"{ABSENT}\n")
+    assert requirements.ensure(wanted, install=False) is False
+    assert pip == [] and harness.torch_installs == [] and harness.user.shown == []
+
+
 def test_requirements_refuse_an_old_torch_or_slicer_and_offer_a_restart(harness, tmp_path, monkeypatch, pip):
     harness.load_module(MODULE_FILE)
     from ChestXrayCounterfactualSlicer import requirements
@@ -344,8 +399,9 @@ def test_requirements_refuse_an_old_torch_or_slicer_and_offer_a_restart(harness,
     wanted.write_text(f"{ABSENT}\n")
     supported = requirements.TORCH_REQUIREMENTS
     monkeypatch.setattr(requirements, "TORCH_REQUIREMENTS", ("torch>=99", "torchvision>=0.19"))
+    harness.user.answers.append(OK)
     with pytest.raises(requirements.RequirementsError, match="PyTorch Utils"):
-        requirements.ensure(wanted, ask=False)
+        requirements.ensure(wanted)
     assert harness.torch_installs == [] and pip == [], "an old torch is not silently replaced"
     monkeypatch.setattr(requirements, "TORCH_REQUIREMENTS", supported)
 

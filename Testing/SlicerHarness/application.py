@@ -313,6 +313,9 @@ class DICOMDatabase:
     def filesForSeries(self, series: str, hits: int = -1) -> list[str]:
         return [f for f, entry in self._files().items() if entry["series"] == series]
 
+    def seriesForStudy(self, study: str) -> list[str]:
+        return sorted({entry["series"] for entry in self._files().values() if entry["study"] == study})
+
     def fileForInstance(self, instance: str) -> str:
         return next((f for f, entry in self._files().items() if entry["instance"] == instance), "")
 
@@ -327,13 +330,29 @@ class CoreIOManager:
         if file_type != "VolumeFile":
             raise NotImplementedError(f"the harness loads volumes only, not {file_type}")
         path = properties["fileName"]
-        options = 4 if properties.get("singleFile") else 0  # vtkSlicerVolumesLogic's single-file bit
-        node = slicer.app.applicationLogic().GetModuleLogic("Volumes").AddArchetypeVolume(
-            path, properties.get("name", Path(path).name.split(".")[0]), options, None
-        )
+        name = properties.get("name", Path(path).name.split(".")[0])
+        if Path(path).suffix.lower() in (".png", ".jpg", ".jpeg"):
+            node = self._loadPicture(path, name)  # slicer-core's ITK has no PNG/JPEG reader; Slicer's has
+        else:
+            options = 4 if properties.get("singleFile") else 0  # vtkSlicerVolumesLogic's single-file bit
+            node = slicer.app.applicationLogic().GetModuleLogic("Volumes").AddArchetypeVolume(path, name, options, None)
         if node is not None and loaded is not None:
             loaded.AddItem(node)
         return node is not None
+
+    @staticmethod
+    def _loadPicture(path: str, name: str):
+        """As Slicer's volumes reader gives a PNG/JPEG: grey as a scalar volume, colour as a vector volume
+        (RGB), 1 mm pixels, IJK to RAS = diag(-1, -1, 1)."""
+        import numpy as np
+        from PIL import Image
+
+        with Image.open(path) as image:
+            pixels = np.asarray(image.convert("RGB") if image.mode not in ("L", "I;16", "I") else image)
+        kind = "vtkMRMLVectorVolumeNode" if pixels.ndim == 3 else "vtkMRMLScalarVolumeNode"
+        node = slicer.util.addVolumeFromArray(pixels[None], np.diag([-1.0, -1.0, 1.0, 1.0]), name, kind)
+        node.CreateDefaultDisplayNodes()
+        return node
 
 
 class DICOMIndexer:
@@ -347,13 +366,19 @@ class DICOMIndexer:
             ds = pydicom.dcmread(path, stop_before_pixels=True)
         except Exception:  # not indexed: the caller finds no series for the file
             return
-        if all(key in ds for key in ("PatientID", "SeriesInstanceUID", "SOPInstanceUID")):
+        if all(key in ds for key in ("PatientID", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")):
             database._files()[os.path.abspath(path)] = {
                 "patient": str(ds.PatientID),
+                "study": str(ds.StudyInstanceUID),
                 "series": str(ds.SeriesInstanceUID),
                 "instance": str(ds.SOPInstanceUID),
             }
             imported.append(path)
+
+    def addDirectory(self, database, directory: str, copy: bool = False, include_hidden: bool = True) -> None:
+        for path in sorted(Path(directory).rglob("*")):
+            if path.is_file():
+                self.addFile(database, str(path), copy)
 
     def waitForImportFinished(self, timeout: int = -1) -> None:
         """Indexing here is synchronous."""
@@ -509,22 +534,61 @@ class Harness:
         return manager
 
     def _install_python_modules(self) -> None:
-        def load_series(seriesUIDs, messages=None, progressCallback=None, enabledPluginClassNames=None):
-            """As Slicer's DICOMScalarVolumePlugin does for a single-frame radiograph: the archetype reader."""
-            ids = []
-            for series in seriesUIDs:
-                for path in slicer.dicomDatabase.filesForSeries(series):
-                    node = self.volumes.AddArchetypeVolume(path, Path(path).stem, 4, None)
-                    import pydicom
+        volumes = self.volumes
 
-                    instance = pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID
-                    node.SetAttribute("DICOM.instanceUIDs", str(instance))
-                    ids.append(node.GetID())
+        class ScalarVolumePlugin:
+            """As Slicer's DICOMScalarVolumePlugin loads a single-frame radiograph: the archetype reader."""
+
+            loadType = "Scalar Volume"
+
+            def load(self, loadable):
+                import pydicom
+
+                node = volumes.AddArchetypeVolume(loadable.files[0], loadable.name, 4, None)
+                instances = (str(pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID) for f in loadable.files)
+                node.SetAttribute("DICOM.instanceUIDs", " ".join(instances))
+                return node
+
+        def get_loadables(fileLists, pluginClassNames=None, messages=None, progressCallback=None, pluginInstances=None):
+            loadables = [
+                types.SimpleNamespace(files=list(files), name=Path(files[0]).stem, selected=True, confidence=0.5,
+                                      derivedItems=[], loadSuccess=None)
+                for files in fileLists
+            ]
+            return {ScalarVolumePlugin(): loadables}, bool(loadables)
+
+        def select_highest(loadablesByPlugin):
+            everything = [loadable for loadables in loadablesByPlugin.values() for loadable in loadables]
+            best = max((loadable.confidence for loadable in everything), default=0)
+            for loadable in everything:
+                loadable.selected = loadable.confidence == best
+
+        def load_loadables(loadablesByPlugin, messages=None, progressCallback=None):
+            ids = []
+            for plugin, loadables in loadablesByPlugin.items():
+                for loadable in (loadable for loadable in loadables if loadable.selected):
+                    node = plugin.load(loadable)
+                    loadable.loadSuccess = node is not None
+                    ids += [node.GetID()] if node is not None else []
             return ids
+
+        def import_dicom(dicomDataDir, dicomDatabase=None, copyFiles=False):
+            """As DICOMUtils.importDicom: the indexer adds the folder (copies kept in the database folder)."""
+            folder = Path(dicomDataDir)
+            if copyFiles:
+                folder = Path(shutil.copytree(folder, self.root / "dicom-database" / folder.name, dirs_exist_ok=True))
+            self.ctk.ctkDICOMIndexer().addDirectory(dicomDatabase or slicer.dicomDatabase, str(folder), False, True)
+            return True
 
         dicomlib = types.ModuleType("DICOMLib")
         dicomlib.DICOMUtils = python_module(
-            "DICOMLib.DICOMUtils", {"loadSeriesByUID": load_series}
+            "DICOMLib.DICOMUtils",
+            {
+                "importDicom": import_dicom,
+                "getLoadablesFromFileLists": get_loadables,
+                "selectHighestConfidenceLoadables": select_highest,
+                "loadLoadables": load_loadables,
+            },
         )
         sys.modules["DICOMLib"] = dicomlib
         sys.modules["DICOMLib.DICOMUtils"] = dicomlib.DICOMUtils
