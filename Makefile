@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 SAMPLE := ChestXrayCounterfactual/Resources/SampleData/nih_chest_pa_cardiomegaly.dcm
 
-.PHONY: demo test clean-venv
+.PHONY: demo test check clean-venv
 
 $(BIN)/.installed: requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,6 +20,10 @@ demo: $(BIN)/.installed
 
 test: $(BIN)/.installed
 	$(BIN)/python -m pytest -q
+
+# The fast tier for everyday work: unit tests on toy models (seconds), no bundled weights.
+check: $(BIN)/.installed
+	$(BIN)/python -m pytest -q -m fast
 
 clean-venv:
 	rm -rf $(VENV)

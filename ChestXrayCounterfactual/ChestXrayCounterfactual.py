@@ -32,8 +32,8 @@ from slicer.ScriptedLoadableModule import (
 )
 from slicer.util import VTKObservationMixin
 
-SALIENCY_METHODS = ["grad-cam", "integrated-gradients", "occlusion", "smoothgrad"]
-COUNTERFACTUAL_METHODS = ["local", "latent-shift", "directions"]
+from ChestXrayCounterfactualLib import methods  # names only: imports no torch
+
 LAYERS = ["original", "counterfactual", "difference"]
 SAMPLE = "nih_chest_pa_cardiomegaly.dcm"
 SAMPLE_SHA256 = "5f5ac303fdf813d6fac632fe28927adcbf1eda14e8a2fa49112d77788a134818"
@@ -82,9 +82,9 @@ def registerSampleData() -> None:
 class ChestXrayCounterfactualParameterNode:
     inputVolume: slicer.vtkMRMLScalarVolumeNode
     finding: str = ""
-    saliencyMethod: Annotated[str, Choice(SALIENCY_METHODS)] = "grad-cam"
-    counterfactualMethod: Annotated[str, Choice(COUNTERFACTUAL_METHODS)] = "local"
-    direction: Annotated[str, Choice(["auto", "remove", "add"])] = "auto"
+    saliencyMethod: Annotated[str, Choice(list(methods.SALIENCY_METHODS))] = methods.DEFAULT_SALIENCY
+    counterfactualMethod: Annotated[str, Choice(list(methods.COUNTERFACTUAL_METHODS))] = methods.DEFAULT_COUNTERFACTUAL
+    direction: Annotated[str, Choice(["auto", *methods.DIRECTIONS])] = "auto"
     saliencyOpacity: Annotated[float, WithinRange(0.0, 1.0)] = 0.4
     # The last explanation's nodes: cleared by the wrapper when the nodes leave the scene.
     saliencyVolume: slicer.vtkMRMLScalarVolumeNode

@@ -36,3 +36,23 @@ def explainer():
     from ChestXrayCounterfactualLib import Explainer
 
     return Explainer()
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "fast: unit tests on toy models, seconds")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item):
+    """Run ``fast`` tests on one torch thread: on tensors this small, handing work to a second thread on a busy
+    2-core machine costs milliseconds a call, 10x the work itself; other tests keep their thread count."""
+    if item.get_closest_marker("fast") is None:
+        return (yield)
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return (yield)
+    finally:
+        torch.set_num_threads(threads)

@@ -14,10 +14,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import counterfactual, saliency
+from . import methods
 from .errors import ExplainerError
-
-DIRECTIONS = ("remove", "add")
 _SUFFIXES = (".nii.gz", ".dcm", ".dicom", ".png", ".jpg", ".jpeg", ".nrrd", ".nhdr", ".nii", ".mha", ".mhd")
 
 
@@ -26,8 +24,8 @@ class ExplainOptions:
     """What to explain and how; ``None`` means the engine's default."""
 
     finding: str | None = None
-    method: str = counterfactual.DEFAULT_METHOD
-    saliency: str = saliency.DEFAULT_METHOD
+    method: str = methods.DEFAULT_COUNTERFACTUAL
+    saliency: str = methods.DEFAULT_SALIENCY
     direction: str | None = None
     frames: int = 8
     overwrite: bool = False
@@ -36,12 +34,7 @@ class ExplainOptions:
 
     def check(self) -> None:
         """Raise ``ValueError`` naming the first option that cannot work."""
-        if self.method not in counterfactual.METHODS:
-            raise ValueError(f"unknown method {self.method!r}; choose from {', '.join(counterfactual.METHODS)}")
-        if self.saliency not in saliency.METHODS:
-            raise ValueError(f"unknown saliency method {self.saliency!r}; choose from {', '.join(saliency.METHODS)}")
-        if self.direction is not None and self.direction not in DIRECTIONS:
-            raise ValueError(f"unknown direction {self.direction!r}; choose remove or add")
+        methods.check(self.method, self.saliency, self.direction)
         if not isinstance(self.frames, int) or self.frames < 2:
             raise ValueError(f"frames must be a whole number of at least 2, not {self.frames!r}")
 

@@ -13,8 +13,8 @@ import sys
 import traceback
 from pathlib import Path
 
-from . import counterfactual, saliency
-from .batch import DIRECTIONS, ExplainOptions, describe_error, explain_files
+from . import methods
+from .batch import ExplainOptions, describe_error, explain_files
 from .errors import ExplainerError
 
 
@@ -36,11 +36,22 @@ def _parser() -> argparse.ArgumentParser:
     explain.add_argument("files", nargs="+", type=Path)
     explain.add_argument("--out", required=True, type=Path, help="output folder; one subfolder per input")
     explain.add_argument("--finding", help="finding to explain (default: the most probable above its threshold)")
-    explain.add_argument("--method", choices=counterfactual.METHODS, default=counterfactual.DEFAULT_METHOD)
-    explain.add_argument("--saliency", choices=saliency.METHODS, default=saliency.DEFAULT_METHOD)
+    explain.add_argument(
+        "--method",
+        choices=list(methods.COUNTERFACTUAL_METHODS),
+        default=methods.DEFAULT_COUNTERFACTUAL,
+        help=f"counterfactual method (default {methods.DEFAULT_COUNTERFACTUAL}): "
+        + methods.help_text(methods.COUNTERFACTUAL_METHODS),
+    )
+    explain.add_argument(
+        "--saliency",
+        choices=list(methods.SALIENCY_METHODS),
+        default=methods.DEFAULT_SALIENCY,
+        help=f"saliency method (default {methods.DEFAULT_SALIENCY}): " + methods.help_text(methods.SALIENCY_METHODS),
+    )
     explain.add_argument(
         "--direction",
-        choices=DIRECTIONS,
+        choices=methods.DIRECTIONS,
         help="remove or add the finding (default: remove if present, add if absent)",
     )
     explain.add_argument("--frames", type=int, default=8, help="frames of the animation")

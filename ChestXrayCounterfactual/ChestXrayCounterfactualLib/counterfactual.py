@@ -8,21 +8,20 @@ classifier to cross its decision threshold for one finding.
   confined to the classifier's saliency region, a latent shift inside it finds the crossing, and a
   bounded Adam refinement holds the other findings and shrinks the change (``local_counterfactual``).
 * ``directions`` (EigenFind idea, "CheXplaining in Style", arXiv:2207.07553): a few global latent
-  directions per finding, computed once per model (``training/directions.py``); move along the best.
+  directions per finding, computed once per model (``Training/ChestXrayCounterfactualTraining/directions.py``);
+  move along the best.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import torch
 
+from .errors import ExplainerError
 from .modelset import ModelSet
-
-METHODS = ("latent-shift", "local", "directions")
-#: The method `explain` uses unless told otherwise: the benchmark's winner (Testing/benchmarks/README.md).
-DEFAULT_METHOD = "local"
 #: Logit margin past the threshold a counterfactual aims for, so it does not sit on the boundary.
 MARGIN = 0.2
 #: Margins tried in turn when a counterfactual that crossed in model space does not cross once put
@@ -285,3 +284,28 @@ def along_directions(problem: LatentProblem, directions: torch.Tensor, frames: i
     attempt.path = path_between(problem.latent, attempt.latent, frames)
     attempt.details["evaluations"] = problem.evaluations
     return attempt
+
+
+def _local(problem: LatentProblem, saliency: torch.Tensor, frames: int) -> Counterfactual:
+    return local_counterfactual(problem, saliency, frames)
+
+
+def _latent_shift(problem: LatentProblem, saliency: torch.Tensor, frames: int) -> Counterfactual:
+    return latent_shift(problem, frames)
+
+
+def _directions(problem: LatentProblem, saliency: torch.Tensor, frames: int) -> Counterfactual:
+    finding = problem.models.findings[problem.target]
+    stored = problem.models.directions.get(finding)
+    if stored is None:
+        raise ExplainerError(f"the model set has no latent directions for {finding}")
+    return along_directions(problem, stored, frames)
+
+
+#: The counterfactual methods by name (``methods.COUNTERFACTUAL_METHODS``), one signature each:
+#: (problem, saliency map in model space, animation frames) -> Counterfactual.
+COUNTERFACTUALS: dict[str, Callable[[LatentProblem, torch.Tensor, int], Counterfactual]] = {
+    "local": _local,
+    "latent-shift": _latent_shift,
+    "directions": _directions,
+}

@@ -18,15 +18,13 @@ import numpy as np
 import torch
 
 from . import counterfactual as cf
+from . import methods
 from .counterfactual import DEADBAND
 from .errors import ExplainerError
 from .geometry import ModelSpaceMap
 from .modelset import ModelSet, load_model_set
 from .reader import Radiograph
-from . import saliency as saliency_methods
 from .saliency import saliency_map
-
-DIRECTIONS = ("remove", "add")
 
 
 def visible_change_on_grid(geometry: ModelSpaceMap, change: np.ndarray | torch.Tensor) -> np.ndarray:
@@ -141,8 +139,8 @@ class Explainer:
         self,
         radiograph: Radiograph,
         finding: str | None = None,
-        method: str = cf.DEFAULT_METHOD,
-        saliency: str = saliency_methods.DEFAULT_METHOD,
+        method: str = methods.DEFAULT_COUNTERFACTUAL,
+        saliency: str = methods.DEFAULT_SALIENCY,
         direction: str | None = None,
         frames: int = 8,
         progress: ProgressCallback | None = None,
@@ -153,10 +151,7 @@ class Explainer:
         the finding is removed when the model calls it present and added otherwise. ``progress``
         is told each stage as it starts and may cancel by returning False.
         """
-        if method not in cf.METHODS:
-            raise ValueError(f"unknown method {method!r}; choose from {', '.join(cf.METHODS)}")
-        if direction is not None and direction not in DIRECTIONS:
-            raise ValueError(f"unknown direction {direction!r}; choose remove or add")
+        methods.check(method, saliency, direction)
         torch.manual_seed(0)
         clock = _Stopwatch(progress)
         models = self.models
@@ -189,7 +184,7 @@ class Explainer:
                     -1 if direction == "remove" else 1,
                     margin=margin,
                 )
-                result = self._counterfactual(problem, method, finding, sal, frames)
+                result = cf.COUNTERFACTUALS[method](problem, sal, frames)
             with clock.stage("original_grid"), torch.no_grad():
                 change = (result.image - x)[0, 0].numpy()
                 difference = radiograph.display_change_to_pixels(visible_change_on_grid(geometry, change))
@@ -229,19 +224,6 @@ class Explainer:
             details={**result.details, "margin_logit": margin},
             path=result.path,
         )
-
-    @staticmethod
-    def _counterfactual(
-        problem: cf.LatentProblem, method: str, finding: str, saliency: torch.Tensor, frames: int
-    ) -> cf.Counterfactual:
-        if method == "directions":
-            stored = problem.models.directions.get(finding)
-            if stored is None:
-                raise ExplainerError(f"the model set has no latent directions for {finding}")
-            return cf.along_directions(problem, stored, frames)
-        if method == "local":
-            return cf.local_counterfactual(problem, saliency, frames)
-        return cf.latent_shift(problem, frames)
 
     @torch.no_grad()
     def _frame_change(self, explanation: Explanation, index: int) -> torch.Tensor:

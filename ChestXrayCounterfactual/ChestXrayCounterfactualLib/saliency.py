@@ -7,14 +7,13 @@ percentile so maps of different methods read alike.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from captum.attr import IntegratedGradients, LayerAttribution, LayerGradCam, NoiseTunnel, Occlusion, Saliency
 
 from .models import Classifier
-
-METHODS = ("grad-cam", "integrated-gradients", "occlusion", "smoothgrad")
-DEFAULT_METHOD = "grad-cam"
 
 
 def _smooth(attribution: torch.Tensor, sigma: float = 2.0) -> torch.Tensor:
@@ -25,32 +24,51 @@ def _smooth(attribution: torch.Tensor, sigma: float = 2.0) -> torch.Tensor:
     return F.conv2d(out, kernel.view(1, 1, -1, 1), padding=(radius, 0))
 
 
+def grad_cam(classifier: Classifier, x: torch.Tensor, target: int) -> torch.Tensor:
+    cam = LayerGradCam(classifier, classifier.gradcam_layer)
+    attribution = cam.attribute(x, target=target, relu_attributions=True)
+    return LayerAttribution.interpolate(attribution, tuple(x.shape[-2:]), interpolate_mode="bilinear")
+
+
+def integrated_gradients(classifier: Classifier, x: torch.Tensor, target: int) -> torch.Tensor:
+    ig = IntegratedGradients(classifier)
+    attribution = ig.attribute(x, baselines=torch.zeros_like(x), target=target, n_steps=32, internal_batch_size=8)
+    return _smooth(attribution.clamp_min(0))
+
+
+def occlusion(classifier: Classifier, x: torch.Tensor, target: int) -> torch.Tensor:
+    attribution = Occlusion(classifier).attribute(
+        x,
+        target=target,
+        sliding_window_shapes=(1, 32, 32),
+        strides=(1, 16, 16),
+        baselines=0.0,
+        perturbations_per_eval=8,
+    )
+    return attribution.clamp_min(0)
+
+
+def smoothgrad(classifier: Classifier, x: torch.Tensor, target: int) -> torch.Tensor:
+    tunnel = NoiseTunnel(Saliency(classifier))
+    attribution = tunnel.attribute(x, nt_type="smoothgrad", nt_samples=16, stdevs=0.05, target=target, abs=True)
+    return _smooth(attribution)
+
+
+#: The saliency methods by name (``methods.SALIENCY_METHODS``), one signature each: captum attribution
+#: of logit ``target`` for a (1, 1, S, S) model-space image, as (1, 1, S, S).
+SALIENCIES: dict[str, Callable[[Classifier, torch.Tensor, int], torch.Tensor]] = {
+    "grad-cam": grad_cam,
+    "integrated-gradients": integrated_gradients,
+    "occlusion": occlusion,
+    "smoothgrad": smoothgrad,
+}
+
+
 def raw_attribution(classifier: Classifier, x: torch.Tensor, target: int, method: str) -> torch.Tensor:
     """captum attribution of logit ``target`` for a (1, 1, S, S) model-space image, as (1, 1, S, S)."""
-    if method == "grad-cam":
-        cam = LayerGradCam(classifier, classifier.gradcam_layer)
-        attribution = cam.attribute(x, target=target, relu_attributions=True)
-        return LayerAttribution.interpolate(attribution, tuple(x.shape[-2:]), interpolate_mode="bilinear")
-    if method == "integrated-gradients":
-        ig = IntegratedGradients(classifier)
-        attribution = ig.attribute(x, baselines=torch.zeros_like(x), target=target, n_steps=32, internal_batch_size=8)
-        return _smooth(attribution.clamp_min(0))
-    if method == "occlusion":
-        occlusion = Occlusion(classifier)
-        attribution = occlusion.attribute(
-            x,
-            target=target,
-            sliding_window_shapes=(1, 32, 32),
-            strides=(1, 16, 16),
-            baselines=0.0,
-            perturbations_per_eval=8,
-        )
-        return attribution.clamp_min(0)
-    if method == "smoothgrad":
-        tunnel = NoiseTunnel(Saliency(classifier))
-        attribution = tunnel.attribute(x, nt_type="smoothgrad", nt_samples=16, stdevs=0.05, target=target, abs=True)
-        return _smooth(attribution)
-    raise ValueError(f"unknown saliency method {method!r}; choose from {', '.join(METHODS)}")
+    if method not in SALIENCIES:
+        raise ValueError(f"unknown saliency method {method!r}; choose from {', '.join(SALIENCIES)}")
+    return SALIENCIES[method](classifier, x, target)
 
 
 def saliency_map(

@@ -422,16 +422,15 @@ def explain_volume(
     """
     if volume_node is None or not volume_node.IsA("vtkMRMLScalarVolumeNode"):
         raise ValueError("choose a scalar volume (a radiograph) to explain")
-    from ChestXrayCounterfactualLib.counterfactual import DEFAULT_METHOD as DEFAULT_COUNTERFACTUAL
-    from ChestXrayCounterfactualLib.saliency import DEFAULT_METHOD as DEFAULT_SALIENCY
+    from ChestXrayCounterfactualLib import methods
 
     engine = engine or explainer()
     radiograph = radiograph_from_volume(volume_node)
     explanation = engine.explain(
         radiograph,
         finding,
-        method or DEFAULT_COUNTERFACTUAL,
-        saliency or DEFAULT_SALIENCY,
+        method or methods.DEFAULT_COUNTERFACTUAL,
+        saliency or methods.DEFAULT_SALIENCY,
         direction,
         progress=progress,
     )

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from ChestXrayCounterfactualLib import NoFindingError, read_radiograph
-from ChestXrayCounterfactualLib.saliency import METHODS as SALIENCY_METHODS
+from ChestXrayCounterfactualLib.methods import SALIENCY_METHODS
 from conftest import MONOCHROME1, SAMPLE
 
 

@@ -81,7 +81,7 @@ def test_module_file_imports_nothing_third_party_at_file_scope():
 
     source = (MODULE / "ChestXrayCounterfactual.py").read_text()
     top_level = [line for line in source.splitlines() if re.match(r"(import|from) ", line)]
-    allowed = set(sys.stdlib_module_names) | {"ctk", "qt", "slicer", "vtk"}
+    allowed = set(sys.stdlib_module_names) | {"ctk", "qt", "slicer", "vtk", "ChestXrayCounterfactualLib"}
     for line in top_level:
         assert line.split()[1].split(".")[0] in allowed, line
 
@@ -97,6 +97,15 @@ def test_engine_imports_nothing_from_slicer():
     for path in engine.rglob("*.py"):
         text = path.read_text()
         assert not re.search(r"^\s*(import|from) (slicer|qt|ctk|vtk)\b", text, re.M), path
+
+
+def test_training_stays_out_of_the_module_and_the_module_never_imports_it():
+    """Training (and its metrics) is development code in Training/: it must not ship with the extension."""
+    training = ROOT / "Training" / "ChestXrayCounterfactualTraining"
+    assert (training / "__init__.py").exists() and (training / "metrics.py").exists()
+    assert not (MODULE / "ChestXrayCounterfactualLib" / "training").exists()
+    for path in MODULE.rglob("*.py"):
+        assert not re.search(r"^\s*(import|from) ChestXrayCounterfactualTraining\b", path.read_text(), re.M), path
 
 
 def test_every_widget_the_module_uses_is_in_the_ui_file_with_known_classes():

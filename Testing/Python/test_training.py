@@ -6,10 +6,10 @@ import json
 
 import torch
 
-from ChestXrayCounterfactualLib.training.__main__ import DEFAULT_FINDINGS, by_split
-from ChestXrayCounterfactualLib.training.autoencoder import train_autoencoder
-from ChestXrayCounterfactualLib.training.classifier import train_classifier
-from ChestXrayCounterfactualLib.training.data import read_records
+from ChestXrayCounterfactualTraining.__main__ import DEFAULT_FINDINGS, by_split
+from ChestXrayCounterfactualTraining.autoencoder import train_autoencoder
+from ChestXrayCounterfactualTraining.classifier import train_classifier
+from ChestXrayCounterfactualTraining.data import read_records
 from conftest import shared
 
 

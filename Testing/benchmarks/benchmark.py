@@ -33,10 +33,10 @@ from baselines import published_latent_shift, seed_local_counterfactual  # noqa:
 
 from ChestXrayCounterfactualLib import Explainer, read_radiograph  # noqa: E402
 from ChestXrayCounterfactualLib.engine import visible_change_on_grid  # noqa: E402
-from ChestXrayCounterfactualLib.metrics import ssim  # noqa: E402
 from ChestXrayCounterfactualLib.modelset import default_weights_dir  # noqa: E402
-from ChestXrayCounterfactualLib.saliency import METHODS as SALIENCY_METHODS  # noqa: E402
+from ChestXrayCounterfactualLib.methods import SALIENCY_METHODS  # noqa: E402
 from ChestXrayCounterfactualLib.saliency import saliency_map  # noqa: E402
+from ChestXrayCounterfactualTraining.metrics import ssim  # noqa: E402
 
 METHODS = ("latent-shift", "local", "directions", "baseline-seed-local", "baseline-latent-shift")
 

@@ -13,11 +13,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..metrics import bootstrap_ci, roc_auc, sensitivity_specificity, ssim
-from ..modelset import CARD_NAME, sha256_of
-from ..models import CLASSIFIER_NORMALISATION, Autoencoder, Classifier
+from ChestXrayCounterfactualLib.models import CLASSIFIER_NORMALISATION, Autoencoder, Classifier
+from ChestXrayCounterfactualLib.modelset import CARD_NAME, sha256_of
+
 from .data import ModelSpaceDataset, Record
 from .directions import find_directions
+from .metrics import bootstrap_ci, roc_auc, sensitivity_specificity, ssim
 
 NIH_ATTRIBUTION = (
     "NIH ChestX-ray14 (https://nihcc.app.box.com/v/ChestXray-NIHCC), provided by the NIH Clinical Center. "

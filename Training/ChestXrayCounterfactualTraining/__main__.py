@@ -1,7 +1,7 @@
 """Command line of the training pipeline.
 
-    python -m ChestXrayCounterfactualLib.training classifier  --data ../shared/data --run runs/main
-    python -m ChestXrayCounterfactualLib.training autoencoder --data ../shared/data --run runs/main
+    python -m ChestXrayCounterfactualTraining classifier  --data ../shared/data --run runs/main
+    python -m ChestXrayCounterfactualTraining autoencoder --data ../shared/data --run runs/main
 
 ``--data`` is a folder holding ``nih/labels.csv`` + ``nih/images/`` (or pass ``--labels`` for the
 official ``Data_Entry_2017.csv``) and optionally ``mhh_covid19/`` (extra unlabelled anatomy for the
@@ -17,7 +17,8 @@ from pathlib import Path
 
 import torch
 
-from ..models import Classifier
+from ChestXrayCounterfactualLib.models import Classifier
+
 from .autoencoder import train_autoencoder
 from .classifier import train_classifier
 from .data import Record, read_records, split_of, write_split_file
@@ -70,7 +71,7 @@ def split_summary(splits: dict[str, list[Record]], findings: list[str]) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m ChestXrayCounterfactualLib.training",
+        prog="python -m ChestXrayCounterfactualTraining",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -11,8 +11,8 @@ import numpy as np
 import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from ..metrics import roc_auc, youden_threshold
-from ..models import Classifier
+from ChestXrayCounterfactualLib.models import Classifier
+
 from .data import Record, augment
 from .loop import (
     CostMeter,
@@ -25,6 +25,7 @@ from .loop import (
     warmup_cosine,
     write_json,
 )
+from .metrics import roc_auc, youden_threshold
 
 
 @torch.no_grad()

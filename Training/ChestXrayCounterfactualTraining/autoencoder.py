@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..metrics import ssim
-from ..models import Autoencoder, Classifier
+from ChestXrayCounterfactualLib.models import Autoencoder, Classifier
+
 from .data import Record, augment
 from .loop import (
     CostMeter,
@@ -24,6 +24,7 @@ from .loop import (
     warmup_cosine,
     write_json,
 )
+from .metrics import ssim
 
 
 def _features(classifier: Classifier, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

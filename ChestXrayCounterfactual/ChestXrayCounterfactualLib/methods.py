@@ -1,0 +1,42 @@
+"""The explanation methods by name, with their defaults and one line of help each: the only place the
+names are written. Imports nothing (no torch), so the command line, the Slicer module and the batch
+script can offer the choices before any model is loaded.
+
+The implementations are registered under the same names: ``counterfactual.COUNTERFACTUALS`` and
+``saliency.SALIENCIES`` (a test checks both registries against these names). Adding a method: one entry
+here, one function there, and its test.
+"""
+
+COUNTERFACTUAL_METHODS = {
+    "local": "saliency-guided local counterfactual: the change stays in the classifier's most salient region",
+    "latent-shift": "Latent Shift (Gifsplanation): move the latent along the finding's gradient to the threshold",
+    "directions": "EigenFind-style latent directions stored with the model set; the first that crosses",
+}
+#: The method the engine uses unless told otherwise: the benchmark's winner (Testing/benchmarks/README.md).
+DEFAULT_COUNTERFACTUAL = "local"
+
+SALIENCY_METHODS = {
+    "grad-cam": "Grad-CAM on the classifier's last convolutional stage (captum LayerGradCam)",
+    "integrated-gradients": "Integrated Gradients from a black image (captum), smoothed",
+    "occlusion": "occlusion with 32 px patches (captum)",
+    "smoothgrad": "SmoothGrad: gradients averaged over noisy copies (captum NoiseTunnel)",
+}
+DEFAULT_SALIENCY = "grad-cam"
+
+#: "remove" pushes the finding's probability below its threshold, "add" above it.
+DIRECTIONS = ("remove", "add")
+
+
+def check(counterfactual: str, saliency: str, direction: str | None = None) -> None:
+    """Raise ``ValueError`` with a sentence for an unknown method or direction."""
+    if counterfactual not in COUNTERFACTUAL_METHODS:
+        raise ValueError(f"unknown method {counterfactual!r}; choose from {', '.join(COUNTERFACTUAL_METHODS)}")
+    if saliency not in SALIENCY_METHODS:
+        raise ValueError(f"unknown saliency method {saliency!r}; choose from {', '.join(SALIENCY_METHODS)}")
+    if direction is not None and direction not in DIRECTIONS:
+        raise ValueError(f"unknown direction {direction!r}; choose remove or add")
+
+
+def help_text(methods: dict[str, str]) -> str:
+    """The choices for a command line's help: "name: what it does; ..."."""
+    return "; ".join(f"{name}: {text}" for name, text in methods.items())

@@ -1,1 +1,0 @@
-"""Training of the bundled classifier and autoencoder (``python -m ChestXrayCounterfactualLib.training``)."""
