@@ -50,13 +50,11 @@ class ChestXrayCounterfactual(ScriptedLoadableModule):
             "Explain a chest X-ray classifier: findings with probabilities, a saliency map (where the model looked) "
             "and a counterfactual image (the same radiograph changed just enough for the model to change its mind). "
             "Research and education only, not for diagnosis. Documentation: README.md of the extension's source "
-            "repository (Extensions Manager, extension details). Needs Slicer 5.12 or later and the PyTorch extension."
-        )
+            "repository (Extensions Manager, extension details). Needs Slicer 5.12 or later and the PyTorch extension.")
         self.parent.acknowledgementText = _(
             "Bundled models trained on NIH ChestX-ray14 (NIH Clinical Center; Wang et al., CVPR 2017) and the Hannover "
             "Medical School COVID-19 image repository (CC BY 3.0). Methods: Latent Shift (Cohen et al.), local "
-            "counterfactuals, EigenFind (CheXplaining in Style); saliency from captum."
-        )
+            "counterfactuals, EigenFind (CheXplaining in Style); saliency from captum.")
         slicer.app.connect("startupCompleted()", registerSampleData)
 
 
@@ -254,7 +252,7 @@ class ChestXrayCounterfactualWidget(ScriptedLoadableModuleWidget, VTKObservation
             return
         p = self._parameterNode
         dialog = slicer.util.createProgressDialog(
-            labelText=_("Explaining..."), maximum=100, windowTitle=_("Chest X-ray Counterfactual")
+            labelText=_("Explaining..."), maximum=100, windowTitle=_("Chest X-ray Counterfactual"),
         )
 
         def progress(stage: str, fraction: float) -> bool:
@@ -327,7 +325,7 @@ class ChestXrayCounterfactualWidget(ScriptedLoadableModuleWidget, VTKObservation
         with slicer.util.tryWithErrorDisplay(_("Could not export to DICOM."), waitCursor=True):
             outputs = self.logic.exportDicom(self._explanation)
             self.ui.statusLabel.text = _("{count} DICOM objects added to the DICOM database. {notes}").format(
-                count=len(outputs.files), notes=" ".join(outputs.notes)
+                count=len(outputs.files), notes=" ".join(outputs.notes),
             )
 
     def _results(self) -> dict:
@@ -355,7 +353,8 @@ class ChestXrayCounterfactualLogic(ScriptedLoadableModuleLogic):
     def setupPythonRequirements(self, install: bool = True) -> bool:
         """True when torch, captum, pydicom, ... are installed at the versions we need. With ``install``
         what is missing is installed once the user agrees; without, nothing is ever installed (see
-        ``ChestXrayCounterfactualSlicer.requirements.ensure``; never installs in testing mode)."""
+        ``ChestXrayCounterfactualSlicer.requirements.ensure``; never installs in testing mode).
+        """
         from ChestXrayCounterfactualSlicer import requirements
 
         return requirements.ensure(self.resourcePath("requirements.txt"), install)
@@ -374,7 +373,8 @@ class ChestXrayCounterfactualLogic(ScriptedLoadableModuleLogic):
 
     def loadFile(self, path: str):
         """A file as a volume node. DICOM goes through Slicer's DICOM database when one is open, so the
-        patient and study are kept; otherwise (and for other images) the file is loaded directly."""
+        patient and study are kept; otherwise (and for other images) the file is loaded directly.
+        """
         with open(path, "rb") as f:
             f.seek(128)
             isDicom = f.read(4) == b"DICM"
@@ -409,24 +409,25 @@ class ChestXrayCounterfactualLogic(ScriptedLoadableModuleLogic):
         return engine.predict(scene.radiograph_from_volume(volumeNode)), dict(engine.models.thresholds)
 
     def explainVolume(
-        self, volumeNode, finding=None, method=None, saliency=None, direction=None, progress=None
+        self, volumeNode, finding=None, method=None, saliency=None, direction=None, progress=None,
     ) -> dict:
         """Explain a volume; the created nodes by role (see ``ChestXrayCounterfactualSlicer.scene.explain_volume``)."""
         from ChestXrayCounterfactualSlicer import scene
 
         return scene.explain_volume(
-            volumeNode, finding, method, saliency, direction, scene.explainer(self.modelSet), progress
+            volumeNode, finding, method, saliency, direction, scene.explainer(self.modelSet), progress,
         )
 
     def explainFiles(self, paths, outputDir, finding=None, method=None, saliency=None, overwrite=False) -> list:
         """Explain files into ``outputDir`` (one folder each), as the command line does; one
-        ``FileResult`` per input. A bad option raises ``ValueError`` before any file is read."""
+        ``FileResult`` per input. A bad option raises ``ValueError`` before any file is read.
+        """
         from ChestXrayCounterfactualLib.batch import ExplainOptions, explain_files
         from ChestXrayCounterfactualSlicer import scene
 
         defaults = ExplainOptions()
         options = ExplainOptions(
-            finding, method or defaults.method, saliency or defaults.saliency, overwrite=overwrite
+            finding, method or defaults.method, saliency or defaults.saliency, overwrite=overwrite,
         )
         options.check()
         return explain_files(paths, outputDir, scene.explainer(self.modelSet), options)
@@ -435,7 +436,8 @@ class ChestXrayCounterfactualLogic(ScriptedLoadableModuleLogic):
         """Write an explanation as DICOM (new series in the input's study; see
         ``ChestXrayCounterfactualLib.dicom_outputs``) and add them to Slicer's DICOM database, so they
         appear under the input's patient and study. ``folder``: where to keep the files (default: only
-        in the database)."""
+        in the database).
+        """
         from DICOMLib import DICOMUtils
 
         from ChestXrayCounterfactualLib.dicom_outputs import write_dicom
@@ -487,7 +489,8 @@ class ChestXrayCounterfactualLogic(ScriptedLoadableModuleLogic):
 
 class ChestXrayCounterfactualTest(ScriptedLoadableModuleTest):
     """Runs inside Slicer (``--testing``) on the bundled sample radiograph. It never installs anything:
-    without the Python requirements it is skipped with the reason."""
+    without the Python requirements it is skipped with the reason.
+    """
 
     def setUp(self):
         slicer.mrmlScene.Clear()
@@ -514,7 +517,7 @@ class ChestXrayCounterfactualTest(ScriptedLoadableModuleTest):
         self.delayDisplay("Loading the bundled sample")
         volume = slicer.util.loadVolume(self.sampleFile(), {"singleFile": True, "show": False})
         original = slicer.util.arrayFromVolume(volume).copy()
-        probabilities, thresholds = logic.analyze(volume)
+        probabilities, _thresholds = logic.analyze(volume)
         self.assertIn("Cardiomegaly", probabilities)
         nodes = logic.explainVolume(volume)
         for key in ("saliency", "counterfactual", "difference"):

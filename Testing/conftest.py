@@ -45,7 +45,8 @@ def pytest_configure(config):
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item):
     """Run ``fast`` tests on one torch thread: on tensors this small, handing work to a second thread on a busy
-    2-core machine costs milliseconds a call, 10x the work itself; other tests keep their thread count."""
+    2-core machine costs milliseconds a call, 10x the work itself; other tests keep their thread count.
+    """
     if item.get_closest_marker("fast") is None:
         return (yield)
     import torch

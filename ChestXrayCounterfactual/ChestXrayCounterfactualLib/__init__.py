@@ -23,7 +23,20 @@ _EXPORTS = {
     "Radiograph": "reader",
     "read_radiograph": "reader",
 }
-__all__ = sorted(_EXPORTS)
+# Spelled out (not computed from _EXPORTS) so linters and IDEs can read it; a test checks the two agree.
+__all__ = [
+    "CancelledError",
+    "Explainer",
+    "ExplainerError",
+    "Explanation",
+    "InputError",
+    "ModelSet",
+    "NoFindingError",
+    "Radiograph",
+    "WeightsError",
+    "load_model_set",
+    "read_radiograph",
+]
 
 
 def __getattr__(name: str):

@@ -123,7 +123,7 @@ def explain_files(
                 read_seconds = round(time.perf_counter() - started, 4)
                 result.warnings = list(radiograph.warnings)
                 explanation = explainer.explain(
-                    radiograph, options.finding, options.method, options.saliency, options.direction, options.frames
+                    radiograph, options.finding, options.method, options.saliency, options.direction, options.frames,
                 )
                 explanation.seconds = {"read": read_seconds, **explanation.seconds}
                 result.record = write_explanation(

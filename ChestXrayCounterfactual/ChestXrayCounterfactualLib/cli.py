@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
             args.dicom,
         )
         results = explain_files(
-            _progress(args.files, len(args.files) > 1), args.out, explainer, options, _report, on_error=fail
+            _progress(args.files, len(args.files) > 1), args.out, explainer, options, _report, on_error=fail,
         )
     except KeyboardInterrupt:
         _say("interrupted: finished outputs are complete; rerun to do the rest")

@@ -196,7 +196,8 @@ def latent_shift(problem: LatentProblem, frames: int = 8, hold_others: bool = Fa
 
 def saliency_region(saliency: torch.Tensor, valid: torch.Tensor, low: float = 0.8, high: float = 0.95) -> torch.Tensor:
     """Soft mask of the most salient part of the image: 0 below the ``low`` quantile of the saliency
-    on the valid area, 1 above the ``high`` quantile, a linear ramp between (no hard edges)."""
+    on the valid area, 1 above the ``high`` quantile, a linear ramp between (no hard edges).
+    """
     values = saliency[valid > 0.5]
     lo, hi = torch.quantile(values, low), torch.quantile(values, high)
     return ((saliency - lo) / (hi - lo).clamp_min(1e-6)).clamp(0, 1) * valid
@@ -215,14 +216,14 @@ def local_counterfactual(
 
     The seed paper penalises change outside the saliency mask 1e5 times more than inside; here the
     change is confined to the salient region outright (a soft mask, widened if the finding
-    cannot be flipped there, and lifted as a last resort), a latent shift within it finds the threshold crossing in a few
-    evaluations, and a bounded Adam refinement then holds the other findings near their values and
-    shrinks the change while the threshold stays crossed.
+    cannot be flipped there, and lifted as a last resort), a latent shift within it finds the threshold
+    crossing in a few evaluations, and a bounded Adam refinement then holds the other findings near
+    their values and shrinks the change while the threshold stays crossed.
     """
     evaluations = problem.evaluations
     for low in (0.6, 0.3, 0.0):  # widened until the finding can be flipped; 0: anywhere in the image
         local = replace(
-            problem, region=saliency_region(saliency, problem.valid, low) if low else problem.valid, evaluations=0
+            problem, region=saliency_region(saliency, problem.valid, low) if low else problem.valid, evaluations=0,
         )
         start = latent_shift(local, frames, hold_others=True)
         evaluations += local.evaluations

@@ -162,7 +162,8 @@ class PixelEncoding:
 
     def encode(self, values: np.ndarray, mirrored: bool) -> tuple[np.ndarray, int]:
         """Stored pixels for ``values`` (mirrored inside the representable range for MONOCHROME1), and how
-        many had to be clipped to the stored range."""
+        many had to be clipped to the stored range.
+        """
         low, high = self.value_limits()
         target = (low + high) - values.astype(np.float64) if mirrored else values.astype(np.float64)
         stored = np.rint((target - self.intercept) / self.slope)
@@ -174,7 +175,8 @@ class PixelEncoding:
 @dataclass
 class DicomOutputs:
     """The DICOM objects of one explanation by file name, the study they belong to, and notes for the user
-    (a new study, clipped pixels, a class change); ``files`` is filled in once they are written."""
+    (a new study, clipped pixels, a class change); ``files`` is filled in once they are written.
+    """
 
     objects: dict[str, Dataset]
     study_instance_uid: str
@@ -234,7 +236,8 @@ def rescaled_encoding(low: float, high: float, *, signed: bool = False) -> Pixel
 
 def fitted_encoding(reference: np.ndarray, values: np.ndarray) -> PixelEncoding:
     """An encoding chosen from the values: the smallest integer type holding the input's pixels
-    (``reference``) when they are integers, else 16 bit with a rescale covering both."""
+    (``reference``) when they are integers, else 16 bit with a rescale covering both.
+    """
     if np.array_equal(reference, np.rint(reference)):
         for bits, signed in ((8, False), (16, False), (16, True)):
             candidate = PixelEncoding(bits, bits, signed)
@@ -242,13 +245,14 @@ def fitted_encoding(reference: np.ndarray, values: np.ndarray) -> PixelEncoding:
             if low <= float(reference.min()) and float(reference.max()) <= high:
                 return candidate
     return rescaled_encoding(
-        min(float(reference.min()), float(values.min())), max(float(reference.max()), float(values.max()))
+        min(float(reference.min()), float(values.min())), max(float(reference.max()), float(values.max())),
     )
 
 
 def source_encoding(header: Dataset, radiograph: Radiograph) -> PixelEncoding | None:
     """The input's own encoding, when the reader's values are its modality values (so writing them back
-    in it is exact up to rounding); None when a VOI LUT, a modality LUT table or colour intervened."""
+    in it is exact up to rounding); None when a VOI LUT, a modality LUT table or colour intervened.
+    """
     window_from = str(radiograph.metadata.get("window_from", ""))
     if window_from == "VOI LUT sequence" or window_from.endswith("VOI function"):
         return None
@@ -269,7 +273,8 @@ def source_encoding(header: Dataset, radiograph: Radiograph) -> PixelEncoding | 
 
 def source_header(radiograph: Radiograph) -> Dataset | None:
     """The header of the DICOM file the radiograph came from (its path, or the file behind a Slicer
-    volume), or None when it did not come from one."""
+    volume), or None when it did not come from one.
+    """
     for candidate in (radiograph.source, radiograph.metadata.get("source_file")):
         if not candidate or not Path(candidate).is_file():
             continue
@@ -299,7 +304,8 @@ def _new_study(anonymized: bool) -> Dataset:
 
 def _patient_and_study(header: Dataset) -> Dataset:
     """The input's header as highdicom copies patient and study modules from it: those modules are the same
-    in every image IOD, so it is looked up as Secondary Capture, which highdicom knows whatever the input's class."""
+    in every image IOD, so it is looked up as Secondary Capture, which highdicom knows whatever the input's class.
+    """
     reference = copy.deepcopy(header)
     reference.SOPClassUID = SC
     return reference
@@ -339,7 +345,8 @@ def _sop_class(context: _Context, keeps_encoding: bool) -> str:
 def _photometric(context: _Context) -> tuple[str, bool]:
     """The counterfactual's photometric interpretation, and whether its values are mirrored as the reader
     mirrored the input's (MONOCHROME1, or an INVERSE presentation LUT shape that is copied with it). A
-    Slicer volume shown inverted holds MONOCHROME1 values as they are."""
+    Slicer volume shown inverted holds MONOCHROME1 values as they are.
+    """
     radiograph = context.explanation.radiograph
     if not context.reader_space:
         return ("MONOCHROME1" if radiograph.inverted else "MONOCHROME2"), False
@@ -478,7 +485,8 @@ def _set_geometry(instance: Dataset, context: _Context, plan: _ImagePlan) -> Non
 
 def _file_window(plan: _ImagePlan) -> tuple[float, float]:
     """The LINEAR WindowCenter/Width whose bounds (PS3.3 C.11.2.1.2.1) are ``plan.window``, mirrored back
-    for MONOCHROME1, so viewers and the reader show the values in that window."""
+    for MONOCHROME1, so viewers and the reader show the values in that window.
+    """
     low, high = plan.window
     if plan.mirrored:
         first, last = plan.encoding.value_limits()
@@ -598,7 +606,8 @@ def _finding_group(
     extra: list[hd.sr.QualitativeEvaluation],
 ) -> hd.sr.MeasurementsAndQualitativeEvaluations:
     """TID 1501 group: a finding's probability on one image, its threshold, the decision it gives, and
-    ``extra`` qualitative evaluations."""
+    ``extra`` qualitative evaluations.
+    """
     concept = _finding_code(finding)
     measurements = [hd.sr.Measurement(name=codes.DCM.Probability, value=probability, unit=codes.UCUM.NoUnits)]
     evaluations = list(extra)
@@ -623,7 +632,8 @@ def _flipped_evaluation(flipped: bool) -> hd.sr.QualitativeEvaluation:
 
 def _groups(context: _Context, counterfactual: Dataset) -> list[hd.sr.MeasurementsAndQualitativeEvaluations]:
     """One group per finding on the input, one per finding on the counterfactual; the explained one says
-    whether its decision flipped."""
+    whether its decision flipped.
+    """
     explanation = context.explanation
     algorithm = _algorithm(explanation, context.model_set)
     thresholds = {**context.model_set.get("thresholds", {}), explanation.finding: explanation.threshold}
@@ -658,7 +668,7 @@ def _report(context: _Context, images: list[Dataset]) -> hd.sr.ComprehensiveSR:
         imaging_measurements=_groups(context, images[0]),
     )
     scheme = CodingSchemeIdentificationItem(
-        designator=PRIVATE_SCHEME, name=f"{MANUFACTURER} concepts", responsible_organization=MANUFACTURER
+        designator=PRIVATE_SCHEME, name=f"{MANUFACTURER} concepts", responsible_organization=MANUFACTURER,
     )
     with warnings.catch_warnings():  # highdicom doubts one-component patient names; we copy the input's as it is
         warnings.filterwarnings("ignore", message=".*unlikely to represent the intended person name")
@@ -695,7 +705,8 @@ def build_dicom(explanation: Explanation, model_set: dict, *, anonymize: bool = 
 
 def write_dicom(folder: Path, explanation: Explanation, model_set: dict, *, anonymize: bool = False) -> DicomOutputs:
     """Write the DICOM outputs (see :func:`build_dicom`) into ``folder`` as ``FILES``; every object is
-    built before the first file is written."""
+    built before the first file is written.
+    """
     outputs = build_dicom(explanation, model_set, anonymize=anonymize)
     folder.mkdir(parents=True, exist_ok=True)
     for name, instance in outputs.objects.items():

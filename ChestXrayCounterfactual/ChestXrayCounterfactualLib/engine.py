@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -50,7 +50,8 @@ STAGES = ("model_space", "classify", "saliency", "counterfactual", "original_gri
 @dataclass
 class Explanation:
     """Everything one explanation produced; arrays named ``model_*`` are (S, S) model space, the
-    others lie on the input's own pixel grid (``radiograph.shape``)."""
+    others lie on the input's own pixel grid (``radiograph.shape``).
+    """
 
     radiograph: Radiograph
     finding: str
@@ -131,7 +132,7 @@ class Explainer:
         if not above:
             summary = ", ".join(f"{f} {p:.2f} < {self.models.thresholds[f]:.2f}" for f, p in probabilities.items())
             raise NoFindingError(
-                f"no finding is above its decision threshold ({summary}); name one with --finding to explain it anyway"
+                f"no finding is above its decision threshold ({summary}); name one with --finding to explain it anyway",
             )
         return max(above, key=lambda f: probabilities[f])
 
@@ -247,5 +248,5 @@ class Explainer:
         """Frame ``index`` of the animation on the original grid, as original + change (pixel units)."""
         change = visible_change_on_grid(explanation.geometry, self._frame_change(explanation, index).numpy())
         return (explanation.radiograph.pixels + explanation.radiograph.display_change_to_pixels(change)).astype(
-            np.float32
+            np.float32,
         )

@@ -30,7 +30,8 @@ class NoPixelDataError(InputError):
 
 class UnsupportedImageError(InputError):
     """An image of a kind we do not explain (photometric interpretation, dimensionality), or pixels that are not a
-    picture of a patient (a segmentation, a dose grid)."""
+    picture of a patient (a segmentation, a dose grid).
+    """
 
 
 class MissingDecoderError(InputError):

@@ -1,6 +1,7 @@
 """The bundled model set: classifier, autoencoder, decision thresholds and latent directions, as
 described by ``weights/model_card.json``. Every file's sha256 is checked against the card before it
-is loaded, and tensors are loaded with ``weights_only=True`` (no arbitrary unpickling)."""
+is loaded, and tensors are loaded with ``weights_only=True`` (no arbitrary unpickling).
+"""
 
 from __future__ import annotations
 
@@ -47,7 +48,7 @@ def verified_tensors(directory: Path, entry: dict) -> dict:
     if actual != entry["sha256"]:
         raise WeightsError(
             f"model file {path} does not match its model card (sha256 {actual[:12]}..., "
-            f"expected {entry['sha256'][:12]}...); it was altered or corrupted"
+            f"expected {entry['sha256'][:12]}...); it was altered or corrupted",
         )
     try:
         return torch.load(path, map_location="cpu", weights_only=True)

@@ -92,14 +92,14 @@ class ExternalClassifier(nn.Module):
     def gradcam_layer(self) -> nn.Module:
         if not self.gradcam_layer_name:
             raise ExplainerError(
-                "this model set names no Grad-CAM layer (spec field gradcam_layer); choose another saliency method"
+                "this model set names no Grad-CAM layer (spec field gradcam_layer); choose another saliency method",
             )
         layer = self.net
         for part in self.gradcam_layer_name.split("."):
             layer = getattr(layer, part)
         if isinstance(layer, torch.jit.ScriptModule):
             raise ExplainerError(
-                "Grad-CAM needs hooks, which TorchScript layers do not support; choose another saliency method"
+                "Grad-CAM needs hooks, which TorchScript layers do not support; choose another saliency method",
             )
         return layer
 
@@ -175,7 +175,7 @@ def _xrv_weights_file(xrv, urls: dict, name: str, role: str) -> Path:
     if not path.is_file():
         raise SpecError(
             f"{role}: torchxrayvision weights {name!r} are not in its local cache; nothing is downloaded. "
-            f"Put the file {Path(urls[name]['weights_url']).name} at {path} or give its 'path'"
+            f"Put the file {Path(urls[name]['weights_url']).name} at {path} or give its 'path'",
         )
     return path
 
@@ -278,7 +278,7 @@ def load_spec(path: str | Path) -> ModelSet:
         raise SpecError(f"spec field 'channels' must be 1 or 3, not {spec['channels']!r}")
     if spec.setdefault("normalisation", "unit") not in NORMALISATIONS:
         raise SpecError(
-            f"spec field 'normalisation' must be one of {', '.join(NORMALISATIONS)}, not {spec['normalisation']!r}"
+            f"spec field 'normalisation' must be one of {', '.join(NORMALISATIONS)}, not {spec['normalisation']!r}",
         )
     entries = {role: _require(spec, role, dict) for role in ("classifier", "autoencoder")}
     for role, entry in entries.items():
@@ -290,7 +290,7 @@ def load_spec(path: str | Path) -> ModelSet:
     autoencoder = _autoencoder(entries["autoencoder"], spec, path.parent, bundled, files)
     thresholds = spec.get("thresholds", "logit-0.5")
     if thresholds == "logit-0.5":
-        thresholds = {f: 0.5 for f in findings}
+        thresholds = dict.fromkeys(findings, 0.5)
     elif not isinstance(thresholds, dict) or set(thresholds) != set(findings):
         raise SpecError("spec field 'thresholds' must be \"logit-0.5\" or give a probability for every finding")
     if not all(isinstance(t, (int, float)) and 0 < t < 1 and math.isfinite(t) for t in thresholds.values()):
@@ -303,7 +303,7 @@ def load_spec(path: str | Path) -> ModelSet:
         bundled.directions if entries["classifier"]["kind"] == entries["autoencoder"]["kind"] == "bundled" else {}
     )
     return ModelSet(
-        classifier, autoencoder, {f: float(thresholds[f]) for f in findings}, directions, resolution, name, files
+        classifier, autoencoder, {f: float(thresholds[f]) for f in findings}, directions, resolution, name, files,
     )
 
 
@@ -317,7 +317,7 @@ def export_torchscript(models: ModelSet, out: str | Path) -> Path:
         z = models.autoencoder.encode(x)
         torch.jit.trace(models.classifier, x).save(str(out / "classifier.torchscript.pt"))
         torch.jit.trace_module(models.autoencoder, {"encode": x, "decode": z}).save(
-            str(out / "autoencoder.torchscript.pt")
+            str(out / "autoencoder.torchscript.pt"),
         )
     spec = {
         "name": f"{models.name}-torchscript",

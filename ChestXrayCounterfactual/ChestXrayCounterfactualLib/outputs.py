@@ -1,7 +1,8 @@
 """Writing an explanation to disk: NRRD volumes on the input's own grid, an overview PNG, the
 latent-shift GIF, a JSON record and, on request, DICOM objects in the input's study (``dicom/``, see
 :mod:`.dicom_outputs`). A folder is written under a temporary name and renamed into place only when
-complete, so an interrupted run never leaves a half-written result."""
+complete, so an interrupted run never leaves a half-written result.
+"""
 
 from __future__ import annotations
 
@@ -56,7 +57,7 @@ def write_overview(path: Path, explanation: Explanation) -> None:
         (f"counterfactual ({explanation.method})", _thumbnail(shown_cf)),
         ("difference", change),
     ]
-    for ax, (title, image) in zip(axes, panels):
+    for ax, (title, image) in zip(axes, panels, strict=True):
         ax.imshow(
             image,
             cmap="gray" if title != "difference" else "RdBu_r",
@@ -146,7 +147,8 @@ def explanation_record(explanation: Explanation, files: list[str], model_set: di
 
 def write_dicom_outputs(folder: Path, explanation: Explanation, explainer: Explainer, anonymize: bool) -> dict:
     """The DICOM objects in ``folder``; returns what the JSON record says of them (files relative to the
-    explanation's folder, their study, and notes such as a new study for a non-DICOM input)."""
+    explanation's folder, their study, and notes such as a new study for a non-DICOM input).
+    """
     from .dicom_outputs import write_dicom
 
     written = write_dicom(folder, explanation, explainer.models.identity(), anonymize=anonymize)

@@ -59,7 +59,7 @@ WINDOW_KEY = "cxrcf_window"
 NOT_READABLE = "not DICOM and not an image format we read (PNG, JPEG, NRRD, NIfTI, MHA)"
 
 DICOM_VRS = frozenset(
-    b"AE AS AT CS DA DS DT FD FL IS LO LT OB OD OF OL OV OW PN SH SL SQ SS ST SV TM UC UI UL UN UR US UT UV".split()
+    b"AE AS AT CS DA DS DT FD FL IS LO LT OB OD OF OL OV OW PN SH SL SQ SS ST SV TM UC UI UL UN UR US UT UV".split(),
 )
 #: The transfer syntax of native pixel data, by pydicom's (implicit VR, little endian) reading of the data set.
 NATIVE_SYNTAXES = {
@@ -181,7 +181,7 @@ def validate(name: object, radiograph: Radiograph) -> Radiograph:
         raise CorruptPixelDataError(name, "pixel data contains NaN or infinite values")
     if float(pixels.max()) == float(pixels.min()):
         raise ConstantImageError(
-            name, f"every pixel has the value {float(pixels.min()):g}; there is no image to explain"
+            name, f"every pixel has the value {float(pixels.min()):g}; there is no image to explain",
         )
     low, high = radiograph.window
     if not high > low:
@@ -308,7 +308,8 @@ def _read_itk(path: Path) -> Radiograph:
 def _starts_like_a_data_set(head: bytes) -> bool:
     """Whether bytes without the Part 10 preamble start as a raw DICOM data set does (PS3.5 7.1): a group 0002 or
     0008 element, little or big endian, with an explicit VR or a plausible implicit length. Text, JSON, archives and
-    other formats do not, and are refused without letting pydicom's ``force`` read garbage from them."""
+    other formats do not, and are refused without letting pydicom's ``force`` read garbage from them.
+    """
     if len(head) < 8:
         return False
     for order in "<>":
@@ -322,7 +323,8 @@ def _starts_like_a_data_set(head: bytes) -> bool:
 
 def _open_dataset(path: Path):
     """The file's data set: a Part 10 file, or a raw data set (no preamble, no File Meta) whose encoding pydicom
-    infers. A data set without a transfer syntax gets the one its native pixel data was read with, so it decodes."""
+    infers. A data set without a transfer syntax gets the one its native pixel data was read with, so it decodes.
+    """
     import pydicom
     from pydicom.errors import InvalidDicomError
 
@@ -337,7 +339,7 @@ def _open_dataset(path: Path):
         raise NotAnImageError(path, NOT_READABLE) from None
     except Exception as error:  # pydicom raises many types on a broken header
         raise CorruptPixelDataError(
-            path, f"the DICOM header is truncated or corrupt ({type(error).__name__})"
+            path, f"the DICOM header is truncated or corrupt ({type(error).__name__})",
         ) from None
     native = "PixelData" in ds and not ds["PixelData"].is_undefined_length
     if "TransferSyntaxUID" not in ds.file_meta and native and ds.original_encoding in NATIVE_SYNTAXES:
@@ -348,7 +350,8 @@ def _open_dataset(path: Path):
 @contextmanager
 def _pydicom_warnings() -> Iterator[list]:
     """Collect what pydicom warns (and logs) while a file is read, instead of letting it reach the user:
-    :func:`_in_our_words` keeps what tells them something about their file, in the reader's sentences."""
+    :func:`_in_our_words` keeps what tells them something about their file, in the reader's sentences.
+    """
     logger = logging.getLogger("pydicom")
     propagate, logger.propagate = logger.propagate, False
     try:
@@ -382,17 +385,18 @@ def _sop_name(ds) -> str:
 
 def _refuse_what_is_not_an_image(path: Path, ds, caught: list) -> None:
     """Refuse, each with its own sentence: a DICOMDIR, an object without pixels (cut short or not), and an object
-    whose pixels are not a picture of a patient (segmentation, dose grid, parametric map)."""
+    whose pixels are not a picture of a patient (segmentation, dose grid, parametric map).
+    """
     sop = str(_sop_class(ds) or "")
     if sop == DICOMDIR_SOP_CLASS or "DirectoryRecordSequence" in ds:
         raise NoPixelDataError(
-            path, "a DICOMDIR (a directory of a media's files), not an image: open the image files it lists instead"
+            path, "a DICOMDIR (a directory of a media's files), not an image: open the image files it lists instead",
         )
     if not any(keyword in ds for keyword in PIXEL_KEYWORDS):
         if any(TRUNCATED.search(str(warning.message)) for warning in caught):
             raise CorruptPixelDataError(
                 path, f"the file is truncated: it ends before its data set is complete ({_sop_name(ds)}), "
-                "so no image can be read from it"
+                "so no image can be read from it",
             )
         raise NoPixelDataError(path, f"DICOM object without pixel data ({_sop_name(ds)}); it holds no image")
     what = NOT_RADIOGRAPH_SOP_CLASSES.get(sop) or NOT_RADIOGRAPH_MODALITIES.get(str(ds.get("Modality", "")).upper())
@@ -403,7 +407,8 @@ def _refuse_what_is_not_an_image(path: Path, ds, caught: list) -> None:
 def _lift_functional_groups(ds) -> None:
     """Copy an enhanced multi-frame object's spacing, rescale and window for its first frame (shared groups, then
     that frame's own, which take precedence) to the top level, where the single-frame rules and pydicom's LUT
-    functions read them."""
+    functions read them.
+    """
     for keyword in ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence"):
         groups = ds.get(keyword)
         if not groups:
@@ -485,7 +490,7 @@ def _read_dicom(path: Path) -> Radiograph:
             notes.append(f"{photometric} image converted to grey")
         if array.ndim != 2 or array.shape != (rows, cols):
             raise CorruptPixelDataError(
-                path, f"decoded pixel data has shape {array.shape}, the header says {rows}x{cols}"
+                path, f"decoded pixel data has shape {array.shape}, the header says {rows}x{cols}",
             )
         radiograph = _radiograph(ds, array, photometric, notes)
     radiograph.warnings.extend(_in_our_words(caught))
@@ -512,7 +517,7 @@ def _radiograph(ds, array: np.ndarray, photometric: str, notes: list[str]) -> Ra
     modality = str(ds.get("Modality", "")).upper()
     if modality not in PROJECTION_MODALITIES:
         notes.append(
-            f"modality {modality} is not projection radiography: the classifiers were trained on chest radiographs"
+            f"modality {modality} is not projection radiography: the classifiers were trained on chest radiographs",
         )
     syntax = ds.file_meta.get("TransferSyntaxUID")
     metadata = {
@@ -559,7 +564,8 @@ def _window_from_dataset(ds, values: np.ndarray, notes: list[str]) -> tuple[np.n
 
 def _file_window(ds, notes: list[str]) -> tuple[float, float, str] | None:
     """The file's first (centre, width, VOI LUT function), or None when it has none or one that spans no range
-    (a width under 1, or a LINEAR width of 1, which is a threshold)."""
+    (a width under 1, or a LINEAR width of 1, which is a threshold).
+    """
     if "WindowCenter" not in ds or "WindowWidth" not in ds:
         return None
     function = str(ds.get("VOILUTFunction", "") or "LINEAR").upper()

@@ -72,7 +72,7 @@ def raw_attribution(classifier: Classifier, x: torch.Tensor, target: int, method
 
 
 def saliency_map(
-    classifier: Classifier, x: torch.Tensor, target: int, method: str = "grad-cam", valid: torch.Tensor | None = None
+    classifier: Classifier, x: torch.Tensor, target: int, method: str = "grad-cam", valid: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """(S, S) saliency in [0, 1] for finding index ``target``; ``valid`` masks out the padding."""
     with torch.enable_grad():

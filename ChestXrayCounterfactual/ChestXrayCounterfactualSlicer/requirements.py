@@ -34,8 +34,8 @@ def check_slicer_version() -> None:
     if version < MINIMUM_SLICER:
         raise RequirementsError(
             _("Chest X-ray Counterfactual needs Slicer {needed} or later; this is Slicer {found}.").format(
-                needed="{}.{}".format(*MINIMUM_SLICER), found="{}.{}".format(*version)
-            )
+                needed="{}.{}".format(*MINIMUM_SLICER), found="{}.{}".format(*version),
+            ),
         )
 
 
@@ -94,7 +94,7 @@ def _install_torch() -> None:
         import PyTorchUtils
     except ModuleNotFoundError as error:
         raise RequirementsError(
-            _("Install the PyTorch extension from the Extensions Manager, restart Slicer, and try again.")
+            _("Install the PyTorch extension from the Extensions Manager, restart Slicer, and try again."),
         ) from error
     logic = PyTorchUtils.PyTorchUtilsLogic()
     if logic.torchInstalled():
@@ -102,8 +102,7 @@ def _install_torch() -> None:
         raise RequirementsError(
             _(
                 "{needed} are needed; installed: {found}. Install them in the PyTorch Utils module, restart "
-                "Slicer, and try again."
-            ).format(found=found, needed=", ".join(TORCH_REQUIREMENTS))
+                "Slicer, and try again.").format(found=found, needed=", ".join(TORCH_REQUIREMENTS)),
         )
     minimum_torch, minimum_torchvision = (r.split(">=")[1] for r in TORCH_REQUIREMENTS)
     logic.installTorch(
@@ -129,13 +128,10 @@ def ensure(requirements_file: Path | str, install: bool = True) -> bool:
     if not install or slicer.app.testingEnabled():
         logging.info("Not installing (%s): %s", "testing mode" if install else "check only", ", ".join(missing))
         return False
-    if not slicer.util.confirmOkCancelDisplay(
-        _(
-            "Chest X-ray Counterfactual needs these Python packages: {packages}. Install them now? PyTorch comes "
-            "through the PyTorch extension; the download can take several minutes."
-        ).format(packages=", ".join(missing)),
-        windowTitle=REQUESTER,
-    ):
+    question = _(
+        "Chest X-ray Counterfactual needs these Python packages: {packages}. Install them now? PyTorch comes "
+        "through the PyTorch extension; the download can take several minutes.").format(packages=", ".join(missing))
+    if not slicer.util.confirmOkCancelDisplay(question, windowTitle=REQUESTER):
         return False
     if unmet(list(TORCH_REQUIREMENTS)):
         _install_torch()
@@ -154,7 +150,7 @@ def ensure(requirements_file: Path | str, install: bool = True) -> bool:
     if stale:
         if slicer.util.confirmYesNoDisplay(
             _("{packages} were upgraded while an older copy was in use. Restart Slicer now?").format(
-                packages=", ".join(stale)
+                packages=", ".join(stale),
             ),
             windowTitle=REQUESTER,
         ):

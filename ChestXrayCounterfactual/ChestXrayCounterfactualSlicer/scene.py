@@ -81,7 +81,7 @@ def radiograph_from_volume(volume_node) -> Radiograph:
         pixels = _luminance(pixels)
     if pixels.ndim == 3 and pixels.shape[0] > 1:
         raise UnsupportedImageError(
-            volume_node.GetName(), f"a 3D volume with {pixels.shape[0]} slices is not a radiograph"
+            volume_node.GetName(), f"a 3D volume with {pixels.shape[0]} slices is not a radiograph",
         )
     if pixels.ndim == 3:
         pixels = pixels[0]
@@ -131,7 +131,8 @@ def _luminance(rgb: np.ndarray) -> np.ndarray:
 
 def as_scalar_volume(volume_node):
     """The radiograph as a plain scalar volume: a colour image (loaded as a vector volume) is replaced by
-    its grey values on the same grid; other volumes are returned as they are."""
+    its grey values on the same grid; other volumes are returned as they are.
+    """
     if not volume_node.IsA("vtkMRMLVectorVolumeNode"):
         return volume_node
     scalar = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", volume_node.GetName())
@@ -153,7 +154,8 @@ def first_radiograph():
 def color_node(name: str):
     """The colour table called ``name``: Slicer's own (Inferno, DivergingBlueRed, Iron, ...) where the
     application has it, else for Inferno/DivergingBlueRed a user table with the same colours (saved with
-    the scene, made once); ``None`` if there is no such table."""
+    the scene, made once); ``None`` if there is no such table.
+    """
     scene = slicer.mrmlScene
     if name in SLICER_COLORS:
         node_id, matplotlib_name = SLICER_COLORS[name]
@@ -369,7 +371,8 @@ def _slice_logics(views):
 def compare_side_by_side(volume_node, counterfactual_node) -> None:
     """Side-by-side layout: the original in the Red view, the counterfactual in the Yellow view, each
     view turned to the radiograph's own plane (a DX or NIfTI radiograph need not lie axial), with
-    linked slice controls. Fit the views (:func:`fit_views`) once the layout has sized them."""
+    linked slice controls. Fit the views (:func:`fit_views`) once the layout has sized them.
+    """
     layout = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLLayoutNode")
     if layout is not None:
         layout.SetViewArrangement(slicer.vtkMRMLLayoutNode.SlicerLayoutSideBySideView)
@@ -390,7 +393,8 @@ def fit_views(views) -> None:
 
 def play(browser_node, playing: bool, still_node) -> None:
     """Loop the latent-shift frames in every slice view; on stop, give each view back the background it
-    had (``still_node`` where that is gone)."""
+    had (``still_node`` where that is gone).
+    """
     browser_node.SetPlaybackActive(playing)
     proxy = browser_node.GetProxyNode(browser_node.GetMasterSequenceNode())
     key = f"{ATTRIBUTE}.StillBackground"
@@ -460,7 +464,7 @@ def explain_volume(
     }
     for key, value in figures.items():
         nodes["counterfactual"].SetAttribute(
-            f"{ATTRIBUTE}.{key}", json.dumps(value) if not isinstance(value, str) else value
+            f"{ATTRIBUTE}.{key}", json.dumps(value) if not isinstance(value, str) else value,
         )
     for node in nodes.values():
         _place(node, study)

@@ -1,5 +1,6 @@
 """A bare Slicer MRML scene from the PyPI package slicer-core, set up as the Slicer application
-sets up its own (see ../shared/notes/headless-slicer.md), so scene code runs on real MRML here."""
+sets up its own (see ../shared/notes/headless-slicer.md), so scene code runs on real MRML here.
+"""
 
 from __future__ import annotations
 

@@ -22,6 +22,7 @@ def run(*args, cwd):
         capture_output=True,
         text=True,
         timeout=600,
+        check=False,
     )
 
 
@@ -43,7 +44,7 @@ def explained(tmp_path_factory):
 
 
 def test_explain_writes_every_file_on_the_input_grid(explained):
-    out, _, result = explained
+    out, _, _result = explained
     folder = out / "results" / SAMPLE.stem
     assert sorted(p.name for p in folder.iterdir()) == sorted(FILES)
     original = read_radiograph(SAMPLE)

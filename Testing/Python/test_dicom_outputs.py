@@ -1,5 +1,6 @@
 """DICOM outputs: derived images in the input's study and on its grid, read back by pydicom, GDCM, our reader and
-Slicer's MRML; the report's findings; anonymization; a new study for a non-DICOM input; the atomic output folder."""
+Slicer's MRML; the report's findings; anonymization; a new study for a non-DICOM input; the atomic output folder.
+"""
 
 from __future__ import annotations
 
@@ -92,7 +93,7 @@ def test_every_object_reads_in_pydicom_and_every_image_in_gdcm(case):
 
 
 def test_derived_images_join_the_input_study_on_its_grid_and_reference_it(case):
-    path, explanation, written = case
+    path, _explanation, written = case
     source = pydicom.dcmread(path, stop_before_pixels=True)
     assert not written.new_study and written.study_instance_uid == source.StudyInstanceUID
     series = set()
@@ -117,7 +118,7 @@ def test_derived_images_join_the_input_study_on_its_grid_and_reference_it(case):
 
 
 def test_our_reader_reads_the_counterfactual_back_within_the_stored_precision(case):
-    path, explanation, written = case
+    _path, explanation, written = case
     files = _by_name(written)
     back = read_radiograph(files["counterfactual.dcm"])
     header = pydicom.dcmread(files["counterfactual.dcm"], stop_before_pixels=True)
@@ -202,7 +203,7 @@ def test_a_png_input_gets_a_new_study(sample_explanation, model_set, tmp_path):
 
 
 def test_write_explanation_puts_the_dicom_objects_inside_its_atomic_folder(
-    sample_explanation, explainer, tmp_path, monkeypatch
+    sample_explanation, explainer, tmp_path, monkeypatch,
 ):
     folder = tmp_path / "sample"
     record = outputs.write_explanation(folder, sample_explanation, explainer, dicom=True)
@@ -222,7 +223,8 @@ def test_write_explanation_puts_the_dicom_objects_inside_its_atomic_folder(
 
 def _voi_lut_monochrome1(tmp_path):
     """The sample as 12-bit MONOCHROME1 with a VOI LUT sequence: the reader gives the LUT's output, not modality
-    values."""
+    values.
+    """
     from pydicom.dataset import Dataset
 
     ds = pydicom.dcmread(SAMPLE)
@@ -241,7 +243,7 @@ def test_a_voi_lut_input_gets_an_encoding_for_the_values_the_reader_showed(sampl
     assert radiograph.metadata["window_from"] == "VOI LUT sequence"
     difference = sample_explanation.difference * 256
     explanation = replace(
-        sample_explanation, radiograph=radiograph, counterfactual=radiograph.pixels + difference, difference=difference
+        sample_explanation, radiograph=radiograph, counterfactual=radiograph.pixels + difference, difference=difference,
     )
     write_dicom(tmp_path / "dicom", explanation, model_set)
     header = pydicom.dcmread(tmp_path / "dicom" / "counterfactual.dcm", stop_before_pixels=True)

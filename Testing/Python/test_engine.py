@@ -59,7 +59,7 @@ def test_the_same_input_gives_the_same_output(explainer, sample, confident):
 def test_every_saliency_method_gives_a_map_for_the_chosen_class(explainer, sample, method):
     from ChestXrayCounterfactualLib.saliency import saliency_map
 
-    x, geometry = explainer.model_input(sample)
+    x, _geometry = explainer.model_input(sample)
     maps = [
         saliency_map(explainer.models.classifier, x, explainer.models.index(f), method)
         for f in ("Cardiomegaly", "Effusion")
@@ -86,6 +86,6 @@ def test_inverted_display_gives_the_same_findings(explainer, sample):
 
 
 def test_no_finding_above_threshold_says_so(explainer, sample):
-    probabilities = {f: 0.0 for f in explainer.findings}
+    probabilities = dict.fromkeys(explainer.findings, 0.0)
     with pytest.raises(NoFindingError, match="no finding is above its decision threshold"):
         explainer.choose_finding(probabilities)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import random
-from typing import Callable
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -41,7 +41,8 @@ def side(problem: cf.LatentProblem, logits: torch.Tensor) -> float:
 
 def regula_falsi_root(h: Callable[[float], float], lo: float, hi: float, steps: int = 60) -> tuple[float, list]:
     """Iterate the engine's regula falsi step on ``h`` (h(lo) < 0 < h(hi)), keeping the bracket; returns
-    (last step, [(lo, a, hi), ...] per iteration) so tests can check every step stayed bracketed."""
+    (last step, [(lo, a, hi), ...] per iteration) so tests can check every step stayed bracketed.
+    """
     trail = []
     for _ in range(steps):
         a = cf._regula_falsi(lo, h(lo), hi, h(hi))
@@ -60,7 +61,8 @@ def test_regula_falsi_is_exact_on_a_line():
 
 def test_regula_falsi_never_leaves_the_bracket():
     """Whatever the values (flat, reversed, far off), the step lies inside the bracket, 10% clear of either end,
-    so a line search always makes progress and never steps past a known crossing."""
+    so a line search always makes progress and never steps past a known crossing.
+    """
     rng = random.Random(0)
     for _ in range(500):
         lo_a = rng.uniform(0, 2)
@@ -92,7 +94,8 @@ def test_regula_falsi_converges_bracketed_on_monotone_functions(h, root):
 @pytest.mark.parametrize("direction", CASES)
 def test_line_search_crosses_the_threshold_and_stops_near_the_goal(direction):
     """remove: p from above to below the threshold; add: from below to above; the target logit ends past the
-    threshold and within half a logit of the goal (threshold + margin), in at most the evaluations allowed."""
+    threshold and within half a logit of the goal (threshold + margin), in at most the evaluations allowed.
+    """
     sign, quadrant = CASES[direction]
     problem = toy_problem(toy_model_set(), toy_image(quadrant), sign)
     assert side(problem, problem.logits) < -1, "the toy image should start well on the other side"
@@ -138,7 +141,8 @@ REEVALUATES = pytest.mark.xfail(strict=True, reason="engine bug: uncrossed line_
 @pytest.mark.parametrize("budget", [pytest.param(1, marks=REEVALUATES), pytest.param(2, marks=REEVALUATES), 3, 4])
 def test_line_search_respects_its_evaluation_budget(budget):
     """At most ``max_evaluations`` decoder+classifier passes, whether or not the threshold is reached (this
-    far threshold takes the search 4 passes, so smaller budgets stop it early)."""
+    far threshold takes the search 4 passes, so smaller budgets stop it early).
+    """
     problem = toy_problem(toy_model_set(), toy_image(PRESENT), sign=-1, threshold=0.3)
     cf.line_search(problem, toward(-1), max_evaluations=budget)
     assert problem.evaluations <= budget
@@ -166,7 +170,8 @@ def test_latent_shift_with_a_zero_gradient_returns_the_input_and_the_reason():
 
 def test_latent_shift_holding_others_keeps_the_other_finding():
     """``hold_others`` removes the other findings' gradients from the step: the other logit stays put, while the
-    plain step (whose quadrant edge also feeds the other finding through the toy's blur) moves it."""
+    plain step (whose quadrant edge also feeds the other finding through the toy's blur) moves it.
+    """
     drifts = {}
     for hold in (False, True):
         problem = toy_problem(toy_model_set(), toy_image(PRESENT), sign=-1)

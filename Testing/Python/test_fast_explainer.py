@@ -1,6 +1,7 @@
 """The whole pipeline, ``Explainer(ModelSet(...))``, on the toy models and a small non-square radiograph: every
 counterfactual method flips the toy finding both ways on the original grid, leaves untouched pixels exactly as
-they were, and gives the same result twice."""
+they were, and gives the same result twice.
+"""
 
 from __future__ import annotations
 
@@ -44,7 +45,8 @@ def explainer() -> Explainer:
 @pytest.mark.parametrize("method", COUNTERFACTUAL_METHODS)
 def test_every_method_flips_the_finding_on_the_original_grid(explainer, method, direction):
     """The default direction follows the probability; the delivered image crosses the threshold; the change is
-    visible (at least one grey level) or absent, never on the padding, and pixels away from it are untouched."""
+    visible (at least one grey level) or absent, never on the padding, and pixels away from it are untouched.
+    """
     image = radiograph(START[direction])
     e = explainer.explain(image, finding=FINDINGS[0], method=method, frames=5)
     assert e.direction == direction and e.flipped
@@ -67,3 +69,12 @@ def test_the_same_input_gives_the_same_explanation(explainer):
     np.testing.assert_array_equal(first.saliency, second.saliency)
     np.testing.assert_array_equal(first.counterfactual, second.counterfactual)
     assert first.counterfactual_probabilities == second.counterfactual_probabilities
+
+
+def test_public_names_are_the_lazy_exports_and_all_resolve():
+    """``__all__`` is spelled out for linters; it must name exactly the lazily imported exports."""
+    import ChestXrayCounterfactualLib as engine
+
+    assert engine.__all__ == sorted(engine._EXPORTS)
+    for name in engine.__all__:
+        assert getattr(engine, name).__name__ == name

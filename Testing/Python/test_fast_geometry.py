@@ -1,5 +1,6 @@
 """Model space and back, on small images: ``ModelSpaceMap`` keeps the shape, marks exactly the image as valid,
-and ``visible_change_on_grid`` drops changes below one grey level so untouched pixels keep their values."""
+and ``visible_change_on_grid`` drops changes below one grey level so untouched pixels keep their values.
+"""
 
 from __future__ import annotations
 
@@ -72,7 +73,8 @@ def test_changes_below_one_grey_level_are_dropped_on_the_grid():
 
 def test_untouched_pixels_keep_their_values_through_resampling():
     """A local change resampled to a padded grid leaves the rest of the grid exactly 0 (no faint halo), and
-    whatever survives is at least one grey level."""
+    whatever survives is at least one grey level.
+    """
     geometry = ModelSpaceMap(48, 64, 32)
     change = np.zeros((32, 32), np.float32)
     change[8:14, 4:12] = 0.2

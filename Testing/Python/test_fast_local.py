@@ -1,5 +1,6 @@
 """The local method on toy models: the saliency region, confinement of the change to it, widening when the
-region cannot flip the finding, and the bounded refinement that follows the crossing."""
+region cannot flip the finding, and the bounded refinement that follows the crossing.
+"""
 
 from __future__ import annotations
 
@@ -74,7 +75,8 @@ def test_local_change_is_confined_to_the_saliency_region():
 @pytest.mark.parametrize("saliency, quantile", WIDENING.values(), ids=WIDENING.keys())
 def test_local_widens_the_region_until_the_finding_flips(saliency, quantile):
     """A region that cannot flip the finding is widened (quantile 0.6, then 0.3), and lifted (the whole valid
-    area) as a last resort; the result records which region it used, and that region is its change weight."""
+    area) as a last resort; the result records which region it used, and that region is its change weight.
+    """
     problem = toy_problem(toy_model_set(), toy_image(PRESENT), sign=-1)
     result = cf.local_counterfactual(problem, saliency())
     assert result.crossed and result.details["region_quantile"] == quantile
@@ -94,7 +96,8 @@ def test_local_that_cannot_flip_anywhere_reports_it_without_refining():
 @pytest.mark.parametrize("quadrant, overshoots", [(0.65, False), (0.8, True)])
 def test_local_refinement_never_raises_the_cost_of_its_start_and_stays_crossed(quadrant, overshoots):
     """The Adam refinement starts from the latent shift in the region and returns a crossing result whose cost
-    (other finding's drift + change) is at most the start's, and below it when the start overshot the goal."""
+    (other finding's drift + change) is at most the start's, and below it when the start overshot the goal.
+    """
     weights = {"others_weight": 1.0, "proximity_weight": 20.0}
     problem = toy_problem(toy_model_set(), toy_image(quadrant), sign=-1)
     region = cf.saliency_region(bump_on_quadrant(), VALID, 0.6)

@@ -1,5 +1,6 @@
 """Saliency on the toy classifier: every method gives a model-space map in [0, 1] for the finding asked for, and
-the map lies where that finding looks (the toy's first finding reads only the top-left quadrant)."""
+the map lies where that finding looks (the toy's first finding reads only the top-left quadrant).
+"""
 
 from __future__ import annotations
 
@@ -49,7 +50,8 @@ def test_every_method_gives_a_finite_unit_map_of_model_space_shape(classifier, i
 @pytest.mark.parametrize("method", SALIENCY_METHODS)
 def test_saliency_lies_where_the_chosen_finding_looks(classifier, image, method):
     """For the quadrant finding (not the arg-max class) most saliency is on the quadrant; for the other finding
-    less than the quadrant's share of the area is."""
+    less than the quadrant's share of the area is.
+    """
     assert share_on_quadrant(saliency_map(classifier, image, 0, method)) > 0.5
     assert share_on_quadrant(saliency_map(classifier, image, 1, method)) < 0.25
 

@@ -48,7 +48,7 @@ def test_cli_explains_with_a_torchscript_model_set(torchscript_spec, tmp_path):
         "--saliency",
         "integrated-gradients",
     ]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
     assert result.returncode == 0, result.stderr
     record = json.loads((tmp_path / SAMPLE.stem / "explanation.json").read_text())
     assert record["flipped"] and record["model_set"]["name"] == "bundled-nih-224-torchscript"

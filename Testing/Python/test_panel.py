@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import json
+import re
 import sys
 import types
 import unittest
@@ -63,7 +64,7 @@ def _composites():
 
 
 def test_module_describes_itself_and_registers_its_sample(harness):
-    module, widget = harness.load_module(MODULE_FILE)
+    module, _widget = harness.load_module(MODULE_FILE)
     parent = module.parent
     assert parent.title == "Chest X-ray Counterfactual" and parent.categories == ["Analysis"]
     assert parent.contributors == ["The ChestXrayCounterfactual project"]
@@ -322,7 +323,8 @@ OK, CANCEL, YES = (int(b.value) for b in (application.QtWidgets.QMessageBox.Stan
 @pytest.fixture
 def pip(tmp_path, monkeypatch):
     """Stands in for slicer.packaging.pip_ensure (the one step that would change this environment): it
-    records the call and "installs" each requirement as pip would leave it, a dist-info on sys.path."""
+    records the call and "installs" each requirement as pip would leave it, a dist-info on sys.path.
+    """
     site = tmp_path / "site-packages"
     site.mkdir()
     monkeypatch.syspath_prepend(str(site))
@@ -413,7 +415,7 @@ def test_requirements_refuse_an_old_torch_or_slicer_and_offer_a_restart(harness,
     assert requirements.ensure(wanted) is False and restarts == [True]
 
     monkeypatch.setattr(application, "SLICER_VERSION", (5, 10))
-    with pytest.raises(requirements.RequirementsError, match="Slicer 5.12 or later"):
+    with pytest.raises(requirements.RequirementsError, match=re.escape("Slicer 5.12 or later")):
         requirements.ensure(wanted)
 
 

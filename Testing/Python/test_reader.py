@@ -47,7 +47,7 @@ def _cropped_dataset(size: int = 256):
 
 
 @pytest.mark.parametrize(
-    "syntax", [ExplicitVRLittleEndian, RLELossless, JPEGLSLossless, JPEG2000Lossless, DeflatedExplicitVRLittleEndian]
+    "syntax", [ExplicitVRLittleEndian, RLELossless, JPEGLSLossless, JPEG2000Lossless, DeflatedExplicitVRLittleEndian],
 )
 def test_lossless_encodings_decode_to_the_same_pixels(tmp_path, syntax):
     ds, pixels = _cropped_dataset()
@@ -239,7 +239,8 @@ def test_raw_data_set_without_pixels_gets_the_no_pixel_sentence(name, sop):
 
 def _enhanced_dataset():
     """The cropped sample as an enhanced object: spacing and rescale in the shared functional groups, the window
-    in the first frame's own; nothing at the top level."""
+    in the first frame's own; nothing at the top level.
+    """
     ds, stored = _cropped_dataset()
     ds.PhotometricInterpretation = "MONOCHROME2"
     for keyword in ("WindowCenter", "WindowWidth", "PixelSpacing", "ImagerPixelSpacing"):
@@ -283,12 +284,12 @@ def test_enhanced_ct_from_pydicom_data_is_in_hounsfield_units():
 
 @pytest.mark.parametrize("name", ["liver_1frame.dcm", "liver_expb_1frame.dcm"])
 def test_segmentation_is_refused_as_not_a_radiograph(name):
-    with pytest.raises(UnsupportedImageError, match="Segmentation.*not a radiograph"):
+    with pytest.raises(UnsupportedImageError, match=r"Segmentation.*not a radiograph"):
         read_radiograph(pydicom_file(name))
 
 
 def test_dose_grid_is_refused_as_not_a_radiograph():
-    with pytest.raises(UnsupportedImageError, match="RT Dose.*not a radiograph"):
+    with pytest.raises(UnsupportedImageError, match=r"RT Dose.*not a radiograph"):
         read_radiograph(pydicom_file("rtdose.dcm"))
 
 
@@ -296,7 +297,7 @@ def test_file_cut_inside_its_pixel_data_sequence_is_called_truncated(tmp_path):
     """pydicom returns an empty data set (with a warning) for an encapsulated file cut short: not 'no pixels'."""
     path = tmp_path / "cut.dcm"
     path.write_bytes(MONOCHROME1.read_bytes()[:-8])  # the sequence delimiter is gone
-    with pytest.raises(CorruptPixelDataError, match="truncated.*Computed Radiography Image Storage"):
+    with pytest.raises(CorruptPixelDataError, match=r"truncated.*Computed Radiography Image Storage"):
         read_radiograph(path)
 
 
@@ -390,5 +391,5 @@ def test_meaningful_pydicom_warning_becomes_our_sentence(tmp_path):
 
 @pytest.mark.parametrize("name", ["DICOMDIR", "DICOMDIR-implicit", "DICOMDIR-bigEnd"])
 def test_dicomdir_is_refused_as_a_directory(name):
-    with pytest.raises(NoPixelDataError, match="a DICOMDIR .*directory.*open the image files it lists instead"):
+    with pytest.raises(NoPixelDataError, match=r"a DICOMDIR .*directory.*open the image files it lists instead"):
         read_radiograph(pydicom_file(name))

@@ -157,7 +157,8 @@ def _first_frame_attributes(ds: Dataset) -> Dataset:
 
 def _pydicom_view(path: Path, radiograph: Radiograph) -> np.ndarray:
     """The first frame as pydicom's functions give it: palette looked up, colour as BT.601 luma, grey through the
-    modality LUT and, where the reader shows the VOI's output, the VOI LUT or function."""
+    modality LUT and, where the reader shows the VOI's output, the VOI LUT or function.
+    """
     ds = _first_frame_attributes(_dataset(path))
     array = _first_frame(ds)
     assert array is not None, "the reader read an image pydicom cannot decode"
@@ -188,7 +189,8 @@ def test_every_file_gives_an_image_or_our_error_in_time(outcomes):
 
 def test_every_image_read_is_pydicoms_decode(outcomes):
     """Equal to float32 rounding (most bit for bit): the reader's pixels are pydicom's view of the file, mirrored
-    inside a constant range when the reader inverted a MONOCHROME1 image."""
+    inside a constant range when the reader inverted a MONOCHROME1 image.
+    """
     wrong = []
     for outcome in (o for o in outcomes if o.radiograph is not None):
         image = outcome.radiograph

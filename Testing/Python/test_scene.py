@@ -1,5 +1,6 @@
 """Scene code against Slicer's real MRML (slicer-core): DICOM -> volume -> explanation layers,
-subject hierarchy, sequence, colour tables, save to .mrb and reload, rerun replaces."""
+subject hierarchy, sequence, colour tables, save to .mrb and reload, rerun replaces.
+"""
 
 from __future__ import annotations
 
@@ -43,7 +44,7 @@ def test_dicom_loads_with_its_geometry(mrml):
 
 
 def test_outputs_lie_on_the_input_geometry_and_leave_it_untouched(explained):
-    scene, volume, original, nodes, _ = explained
+    _scene, volume, original, nodes, _ = explained
     np.testing.assert_array_equal(slicer.util.arrayFromVolume(volume), original)
     for key in ("saliency", "counterfactual", "difference"):
         node = nodes[key]
@@ -143,7 +144,7 @@ def _blended_view(slice_logic) -> np.ndarray:
 
 
 def test_slice_view_shows_the_saliency_overlay_where_saliency_is_high(explained):
-    scene, volume, _, nodes, slice_logic = explained
+    _scene, _volume, _, _nodes, slice_logic = explained
     slice_logic.ResizeSliceNode(256, 256)
     slice_logic.FitSliceToBackground()
     with_overlay = _blended_view(slice_logic)

@@ -34,7 +34,8 @@ def quadrant_mask(size: int = SIZE) -> torch.Tensor:
 
 class RegionFeatures(nn.Module):
     """A 3x3 box blur (edges replicated) copied into one channel per region, zero outside that region: the layer
-    Grad-CAM attributes to. A pooling, not a Conv2d: oneDNN's convolution costs ~30 ms a call on a busy 2-core CPU."""
+    Grad-CAM attributes to. A pooling, not a Conv2d: oneDNN's convolution costs ~30 ms a call on a busy 2-core CPU.
+    """
 
     def __init__(self, masks: torch.Tensor) -> None:
         super().__init__()
@@ -95,11 +96,11 @@ class BlockAutoencoder(nn.Module):
 
 
 def toy_model_set(
-    size: int = SIZE, threshold: float = 0.5, directions: dict[str, torch.Tensor] | None = None
+    size: int = SIZE, threshold: float = 0.5, directions: dict[str, torch.Tensor] | None = None,
 ) -> ModelSet:
     """A ModelSet of the two toys, one decision ``threshold`` for both findings."""
     return ModelSet(
-        QuadrantClassifier(size), BlockAutoencoder(), {f: threshold for f in FINDINGS}, directions or {}, size, "toy"
+        QuadrantClassifier(size), BlockAutoencoder(), dict.fromkeys(FINDINGS, threshold), directions or {}, size, "toy",
     )
 
 

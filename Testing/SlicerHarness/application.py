@@ -69,7 +69,8 @@ class MRMLWidget:
 
 class NodeComboBox:
     """qMRMLNodeComboBox over a real scene: lists nodes of ``nodeTypes`` (subclasses only when
-    ``showChildNodeTypes``), follows additions and removals, keeps a current node."""
+    ``showChildNodeTypes``), follows additions and removals, keeps a current node.
+    """
 
     def _option(self, name: str, default):
         return self.__dict__.setdefault("_properties", {}).get(name, default)
@@ -343,7 +344,8 @@ class CoreIOManager:
     @staticmethod
     def _loadPicture(path: str, name: str):
         """As Slicer's volumes reader gives a PNG/JPEG: grey as a scalar volume, colour as a vector volume
-        (RGB), 1 mm pixels, IJK to RAS = diag(-1, -1, 1)."""
+        (RGB), 1 mm pixels, IJK to RAS = diag(-1, -1, 1).
+        """
         import numpy as np
         from PIL import Image
 
@@ -357,7 +359,8 @@ class CoreIOManager:
 
 class DICOMIndexer:
     """ctkDICOMIndexer: indexes files into the database (pydicom reads the UIDs); what it cannot parse
-    it skips, as the real indexer does."""
+    it skips, as the real indexer does.
+    """
 
     def addFile(self, database, path: str, copy: bool = False) -> None:
         import pydicom
@@ -455,7 +458,8 @@ class Harness:
 
     def _load_slicer_colors(self) -> None:
         """Slicer's Inferno and DivergingBlueRed tables, added as the application adds its ColorFiles
-        (vtkMRMLColorLogic::AddDefaultFileNode: a file node with the file's singleton tag)."""
+        (vtkMRMLColorLogic::AddDefaultFileNode: a file node with the file's singleton tag).
+        """
         for path in sorted((HERE / "python" / "ColorFiles").glob("*.txt")):
             node = slicer.vtkMRMLColorTableNode()
             node.SetName(path.stem)
@@ -618,7 +622,8 @@ class Harness:
 
     def load_module(self, path: Path):
         """What Slicer's scripted-module factory does at start-up, then what selecting the module does:
-        import the file, describe the module, create its panel (Widget) and call ``setup``."""
+        import the file, describe the module, create its panel (Widget) and call ``setup``.
+        """
         name = path.stem
         sys.path.insert(0, str(path.parent))
         spec = importlib.util.spec_from_file_location(name, path)

@@ -140,7 +140,8 @@ class QFileDialog(QtWidgets.QFileDialog):
 class QUiLoader(QtUiTools.QUiLoader):
     """Loads a Slicer .ui with the stand-ins registered, then makes its <connections> the PythonQt way
     (the C++ signatures there name types such as ``vtkMRMLScene*``). Fails on a custom widget without a
-    stand-in (Qt would silently make it a QWidget) and on a property the widget's class lacks."""
+    stand-in (Qt would silently make it a QWidget) and on a property the widget's class lacks.
+    """
 
     custom_widgets: dict[str, type] = {}
 

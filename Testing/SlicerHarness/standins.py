@@ -119,7 +119,8 @@ def _not_emulated(class_name: str, name: str):
 def build(class_name: str, behaviour: type | None = None, base: type | None = None) -> type:
     """The stand-in class for ``class_name``: ``behaviour``'s members over generated ones, on the real
     Qt base class (or ``base``, e.g. QObject for the application object). Built once per process: Qt's
-    UI loader keeps the first class registered under a name."""
+    UI loader keeps the first class registered under a name.
+    """
     real_base = qt_base(class_name)
     base = base or real_base
     real = members(class_name)
@@ -152,7 +153,8 @@ def build(class_name: str, behaviour: type | None = None, base: type | None = No
 def python_module(name: str, implementations: dict | None = None) -> types.ModuleType:
     """A stand-in for one of Slicer's Python modules (``DICOMLib.DICOMUtils``, ``SampleData``, ...):
     its real functions, each checking its arguments against the real signature, doing what
-    ``implementations`` gives for it or raising :class:`NotEmulated`."""
+    ``implementations`` gives for it or raising :class:`NotEmulated`.
+    """
     entry = INVENTORY["python"][name]
     module = types.ModuleType(name, f"stand-in for {name} of {entry['repository']}")
     implementations = implementations or {}
@@ -166,7 +168,8 @@ def python_module(name: str, implementations: dict | None = None) -> types.Modul
 
 def python_class(name: str, implementations: dict | None = None) -> type:
     """A stand-in for a Python class (``PyTorchUtils.PyTorchUtilsLogic``, ...): its real methods, argument
-    checked; ``implementations`` (functions taking ``self``) or :class:`NotEmulated`."""
+    checked; ``implementations`` (functions taking ``self``) or :class:`NotEmulated`.
+    """
     entry = INVENTORY["python"][name]
     implementations = implementations or {}
     unknown = set(implementations) - set(entry.get("methods", {})) - set(entry.get("properties", []))
@@ -184,7 +187,8 @@ def python_class(name: str, implementations: dict | None = None) -> type:
 
 def _signature(text: str) -> inspect.Signature:
     """The parameters of a real function from its source text; default values become None (only
-    which arguments a call may pass matters here)."""
+    which arguments a call may pass matters here).
+    """
     tree = ast.parse(f"def f{text}: pass")
     function = tree.body[0]
     arguments = function.args
@@ -201,7 +205,8 @@ def _signature(text: str) -> inspect.Signature:
 
 def checked(owner: str, name: str, signature: str, implementation=None):
     """A function that binds its arguments to the real ``signature`` (a wrong call raises TypeError)
-    and then runs ``implementation``."""
+    and then runs ``implementation``.
+    """
     real_signature = _signature(signature)
     body = implementation or _not_emulated(owner, name)
 

@@ -26,7 +26,7 @@ from ChestXrayCounterfactualLib.saliency import saliency_map
 
 
 def seed_local_counterfactual(
-    models: ModelSet, x: torch.Tensor, target: int, steps: int = 200
+    models: ModelSet, x: torch.Tensor, target: int, steps: int = 200,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(counterfactual image, reconstruction), both (1, 1, S, S)."""
     ae, f = models.autoencoder, models.classifier
@@ -43,7 +43,7 @@ def seed_local_counterfactual(
         for _ in range(steps):
             image = ae.decode(z)
             loss = ((image - x0) ** 2 * weights).mean() + 1e3 * torch.nn.functional.mse_loss(
-                torch.sigmoid(f(image)), y_star
+                torch.sigmoid(f(image)), y_star,
             )
             optimizer.zero_grad()
             loss.backward()

@@ -62,7 +62,7 @@ def test_cases(data: Path, split_file: Path, finding: str, explainer: Explainer,
                     "p": p,
                     "boxes": boxes.get(r["file"], []),
                     "staged_px": int(r["staged_px"]),
-                }
+                },
             )
         if len(cases) == limit:
             break
@@ -129,14 +129,14 @@ def measure(explainer: Explainer, case: dict, finding: str, method: str) -> dict
         "ssim_model": float(ssim(delivered, x)),
         "l1_grid": float(
             np.abs(case["image"].display_change_to_pixels(on_grid)).mean()
-            / (case["image"].window[1] - case["image"].window[0])
+            / (case["image"].window[1] - case["image"].window[0]),
         ),
         "share_in_top10_saliency": float(magnitude[top].sum() / total),
         "share_in_box": float(magnitude[boxes].sum() / total) if boxes is not None else None,
         "box_area_share": float(boxes[valid_np].mean()) if boxes is not None else None,
         "ae_error": ae_error,
         "others_abs_dp": float(
-            ((p_delivered if not method.startswith("baseline") else p_decoded)[others] - p_before[others]).abs().mean()
+            ((p_delivered if not method.startswith("baseline") else p_decoded)[others] - p_before[others]).abs().mean(),
         ),
     }
 
@@ -189,18 +189,28 @@ def summarise(rows: list[dict]) -> dict:
 def markdown(report: dict) -> str:
     """The README table of a report."""
     lines = [
-        f"Date {report['date']}, commit {report['commit']}, {report['machine']}, peak RSS {report['peak_rss_mb']:.0f} MB.",
+        (
+            f"Date {report['date']}, commit {report['commit']}, {report['machine']}, "
+            f"peak RSS {report['peak_rss_mb']:.0f} MB."
+        ),
         "",
-        "| finding / method | n | flip | p before → after (median) | L1 model / grid | SSIM | change in top-10% "
-        "saliency | change in NIH box (box area) | AE error | others' abs dp | s median (p95) |",
+        (
+            "| finding / method | n | flip | p before → after (median) | L1 model / grid | SSIM | change in top-10% "
+            "saliency | change in NIH box (box area) | AE error | others' abs dp | s median (p95) |"
+        ),
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for key, s in report["summary"].items():
-        box = f"{s['share_in_box']:.2f} ({s['box_area_share']:.2f}, n={s['box_cases']})" if s["share_in_box"] else "–"
+        box = (
+            f"{s['share_in_box']:.2f} ({s['box_area_share']:.2f}, n={s['box_cases']})"
+            if s["share_in_box"]
+            else "\N{EN DASH}"
+        )
         lines.append(
             f"| {key} | {s['cases']} | {s['flip_rate']:.2f} | {s['p_before_median']:.2f} → {s['p_after_median']:.2f} | "
             f"{s['l1_model']:.4f} / {s['l1_grid']:.4f} | {s['ssim_model']:.3f} | {s['share_in_top10_saliency']:.2f} | "
-            f"{box} | {s['ae_error']:.4f} | {s['others_abs_dp']:.3f} | {s['seconds_median']:.2f} ({s['seconds_p95']:.2f}) |"
+            f"{box} | {s['ae_error']:.4f} | {s['others_abs_dp']:.3f} | "
+            f"{s['seconds_median']:.2f} ({s['seconds_p95']:.2f}) |",
         )
     lines += [
         "",
@@ -210,7 +220,7 @@ def markdown(report: dict) -> str:
     for key, r in report["ratios"].items():
         lines.append(
             f"| {key} | {r['flip_rate'][0]:.2f} / {r['flip_rate'][1]:.2f} | {r['speedup']:.1f}x | "
-            f"{r['locality'][0]:.2f} / {r['locality'][1]:.2f} |"
+            f"{r['locality'][0]:.2f} / {r['locality'][1]:.2f} |",
         )
     lines += [
         "",
@@ -229,7 +239,7 @@ def main() -> None:
     parser.add_argument("--findings", nargs="+", default=["Cardiomegaly", "Effusion"])
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument(
-        "--cases", type=int, default=6, help="test images per finding (the seed baseline takes ~1 min each)"
+        "--cases", type=int, default=6, help="test images per finding (the seed baseline takes ~1 min each)",
     )
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     args = parser.parse_args()
@@ -242,7 +252,7 @@ def main() -> None:
         / "ChestXrayCounterfactual"
         / "Resources"
         / "SampleData"
-        / "nih_chest_pa_cardiomegaly.dcm"
+        / "nih_chest_pa_cardiomegaly.dcm",
     )
     explainer.explain(warm, finding="Cardiomegaly")  # first-call costs (allocations, lazy imports) excluded
     rows, summary, pointing = [], {}, {}
@@ -272,7 +282,9 @@ def main() -> None:
                     "speedup": base["seconds_median"] / ours["seconds_median"],
                     "locality": (ours["share_in_top10_saliency"], base["share_in_top10_saliency"]),
                 }
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False,
+    ).stdout.strip()
     report = {
         "date": date.today().isoformat(),
         "commit": commit,

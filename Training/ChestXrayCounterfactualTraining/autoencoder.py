@@ -1,6 +1,7 @@
 """Train the autoencoder: L1 + SSIM reconstruction loss plus a classifier-consistency term (the
 frozen classifier should see the same findings on the reconstruction as on the original), so that
-counterfactuals decoded from the latent are judged by the classifier like the original image."""
+counterfactuals decoded from the latent are judged by the classifier like the original image.
+"""
 
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ def _features(classifier: Classifier, x: torch.Tensor) -> tuple[torch.Tensor, to
 
 
 def reconstruction_loss(
-    ae_out: torch.Tensor, x: torch.Tensor, classifier: Classifier | None, consistency_weight: float
+    ae_out: torch.Tensor, x: torch.Tensor, classifier: Classifier | None, consistency_weight: float,
 ) -> tuple[torch.Tensor, dict]:
     l1 = (ae_out - x).abs().mean()
     s = ssim(ae_out, x)

@@ -1,6 +1,7 @@
 """Train the multi-label classifier with the tricks that matter on a small data set: radiograph-safe
 augmentation, class-balanced BCE, an exponential moving average of the weights, cosine schedule,
-and early stopping on validation AUC. Thresholds are chosen on the validation split (Youden's J)."""
+and early stopping on validation AUC. Thresholds are chosen on the validation split (Youden's J).
+"""
 
 from __future__ import annotations
 
@@ -69,7 +70,7 @@ def train_classifier(
     schedule = warmup_cosine(optimizer, total, warmup, cost, budget)
     labels = np.array([r.labels for r in train])
     pos_weight = torch.tensor(
-        np.clip((len(labels) - labels.sum(0)) / np.maximum(labels.sum(0), 1), 1, 20), dtype=torch.float32, device=dev
+        np.clip((len(labels) - labels.sum(0)) / np.maximum(labels.sum(0), 1), 1, 20), dtype=torch.float32, device=dev,
     )
     loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=pos_weight)
     train_loader, val_loader = loaders(train, validation, batch_size, workers, seed)

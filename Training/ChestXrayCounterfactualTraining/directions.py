@@ -16,7 +16,7 @@ from ChestXrayCounterfactualLib.models import Autoencoder, Classifier
 
 
 def latent_gradients(
-    classifier: Classifier, autoencoder: Autoencoder, images: torch.Tensor, target: int, batch_size: int = 16
+    classifier: Classifier, autoencoder: Autoencoder, images: torch.Tensor, target: int, batch_size: int = 16,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(N, D) gradients of logit ``target`` w.r.t. the latent, and the (N, D) latents themselves."""
     grads, latents = [], []

@@ -1,5 +1,6 @@
 """Figures used by training, the model card and the benchmarks: AUC with bootstrap intervals,
-Youden thresholds and SSIM. Small and numpy/torch only, so every caller measures the same way."""
+Youden thresholds and SSIM. Small and numpy/torch only, so every caller measures the same way.
+"""
 
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
 
 
 def bootstrap_ci(
-    labels: np.ndarray, scores: np.ndarray, statistic=roc_auc, n: int = 2000, seed: int = 0
+    labels: np.ndarray, scores: np.ndarray, statistic=roc_auc, n: int = 2000, seed: int = 0,
 ) -> tuple[float, float]:
     """95% percentile bootstrap interval of ``statistic`` over resampled cases."""
     rng = np.random.default_rng(seed)
@@ -69,7 +70,8 @@ def _gaussian_window(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
 
 def ssim(x: torch.Tensor, y: torch.Tensor, reduce: bool = True) -> torch.Tensor:
     """Structural similarity (Wang et al. 2004; 11x11 Gaussian window, sigma 1.5) of (B,1,H,W)
-    images in [0, 1]; the per-image mean when ``reduce`` is False."""
+    images in [0, 1]; the per-image mean when ``reduce`` is False.
+    """
     window = _gaussian_window().to(x)
     c1, c2 = 0.01**2, 0.03**2
     mu_x, mu_y = F.conv2d(x, window), F.conv2d(y, window)

@@ -1,6 +1,7 @@
 """From a finished training run to the shipped model set: latent directions, test-set metrics with
 bootstrap intervals, and ``weights/`` (files, ``model_card.json`` with sha256 of every file, and
-``MODEL_CARD.md``). Metrics are measured on the held-out test patients only."""
+``MODEL_CARD.md``). Metrics are measured on the held-out test patients only.
+"""
 
 from __future__ import annotations
 
@@ -118,7 +119,7 @@ def publish(
     classifier, autoencoder = load_networks(run, findings)
     start = time.time()
     directions, direction_report = find_directions(
-        classifier, autoencoder, stack_images(splits["validation"]), findings
+        classifier, autoencoder, stack_images(splits["validation"]), findings,
     )
     direction_seconds = round(time.time() - start, 1)
     torch.save({k: v.half() for k, v in directions.items()}, run / "directions.pt")
@@ -190,7 +191,8 @@ def render_card(card: dict) -> str:
     dp = ", ".join(f"{f} {v:.3f}" for f, v in ae["mean_abs_dp"].items())
     ood = ae.get("out_of_distribution_mhh_covid19")
     ood_line = (
-        f"- Out of distribution (Hannover COVID-19, {ood['images']} held-out images): MAE {ood['mae']:.3f}, SSIM {ood['ssim']:.3f}\n"
+        f"- Out of distribution (Hannover COVID-19, {ood['images']} held-out images): "
+        f"MAE {ood['mae']:.3f}, SSIM {ood['ssim']:.3f}\n"
         if ood
         else ""
     )

@@ -201,7 +201,7 @@ def parse_property(args: str) -> tuple[str, dict]:
     words = args.split()
     k = next(i for i, w in enumerate(words) if w in PROP_KEYS.split())
     ptr, name = re.fullmatch(r"([*&]*)(\w+)", words[k - 1]).groups()
-    attrs = dict(zip(words[k:], words[k + 1:]))
+    attrs = dict(zip(words[k:], words[k + 1:], strict=False))  # each word with the next
     return name, {"type": normalize_type(" ".join(words[:k - 1]) + ptr), "read": attrs.get("READ"),
                   "write": attrs.get("WRITE"), "notify": attrs.get("NOTIFY")}
 
@@ -299,12 +299,12 @@ def signature(fn: ast.FunctionDef) -> str:
     a = fn.args
     positional = a.posonlyargs + a.args
     defaults = [None] * (len(positional) - len(a.defaults)) + a.defaults
-    parts = [format_arg(arg, d) for arg, d in zip(positional, defaults)]
+    parts = [format_arg(arg, d) for arg, d in zip(positional, defaults, strict=True)]
     if a.posonlyargs:
         parts.insert(len(a.posonlyargs), "/")
     if a.vararg or a.kwonlyargs:
         parts.append(format_arg(a.vararg, None, "*") if a.vararg else "*")
-    parts += [format_arg(arg, d) for arg, d in zip(a.kwonlyargs, a.kw_defaults)]
+    parts += [format_arg(arg, d) for arg, d in zip(a.kwonlyargs, a.kw_defaults, strict=True)]
     parts += [format_arg(a.kwarg, None, "**")] if a.kwarg else []
     return f"({', '.join(parts)})" + (f" -> {ast.unparse(fn.returns)}" if fn.returns else "")
 
