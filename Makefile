@@ -18,14 +18,17 @@ demo: $(BIN)/.installed
 	$(BIN)/python -m ChestXrayCounterfactualLib explain $(SAMPLE) --out out --overwrite
 	@echo "Demo outputs written to $(CURDIR)/out/ (open out/*/overview.png)"
 
-# Both test targets lint first (rules in ruff.toml, Slicer's rule families; pre-commit runs the same check).
+# Both test targets lint first (rules in ruff.toml, Slicer's rule families; pre-commit runs the same check),
+# then type-check the engine (mypy, configured in pyproject.toml).
 test: $(BIN)/.installed
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
 
 # The fast tier for everyday work: unit tests on toy models (seconds), no bundled weights.
 check: $(BIN)/.installed
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -q -m fast
 
 clean-venv:

@@ -56,6 +56,7 @@ class FileResult:
             return f"error: {self.error}"
         if self.status == "skipped":
             return f"note: {self.input}: {self.folder} exists, skipped (overwrite to redo)"
+        assert self.record is not None  # a "done" result always carries its record
         return f"{self.input}: {outcome_line(self.record)} -> {self.folder}"
 
 

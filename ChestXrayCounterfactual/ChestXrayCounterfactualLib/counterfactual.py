@@ -179,6 +179,7 @@ def latent_shift(problem: LatentProblem, frames: int = 8, hold_others: bool = Fa
             gradient = gradient.view_as(z)
         else:
             logits[problem.target].backward()
+            assert z.grad is not None  # backward() has just filled the gradient of this leaf
             gradient = z.grad.detach()
     norm = gradient.norm()
     if norm == 0:
@@ -222,9 +223,8 @@ def local_counterfactual(
     """
     evaluations = problem.evaluations
     for low in (0.6, 0.3, 0.0):  # widened until the finding can be flipped; 0: anywhere in the image
-        local = replace(
-            problem, region=saliency_region(saliency, problem.valid, low) if low else problem.valid, evaluations=0,
-        )
+        region = saliency_region(saliency, problem.valid, low) if low else problem.valid
+        local = replace(problem, region=region, evaluations=0)
         start = latent_shift(local, frames, hold_others=True)
         evaluations += local.evaluations
         if start.crossed:
@@ -260,7 +260,7 @@ def local_counterfactual(
         "optimisation_steps": steps,
         "evaluations": evaluations,
         "region_quantile": low,
-        "region_area": round(float(local.region.mean()), 4),
+        "region_area": round(float(region.mean()), 4),
     }
     return best
 

@@ -58,6 +58,7 @@ import copy
 import datetime
 import hashlib
 import warnings
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -178,7 +179,7 @@ class DicomOutputs:
     (a new study, clipped pixels, a class change); ``files`` is filled in once they are written.
     """
 
-    objects: dict[str, Dataset]
+    objects: Mapping[str, Dataset]
     study_instance_uid: str
     new_study: bool
     notes: list[str] = field(default_factory=list)
@@ -196,6 +197,11 @@ class _Context:
     reader_space: bool  # the explanation's arrays are our reader's values of ``header``
     study: Dataset  # patient and study attributes of every object
     notes: list[str]
+
+    @property
+    def linked_sources(self) -> list[Dataset]:
+        """The input's header as the one source to reference when the outputs are linked to it, else none."""
+        return [self.header] if self.linked and self.header is not None else []
 
 
 @dataclass
@@ -329,7 +335,7 @@ def _context(explanation: Explanation, model_set: dict, anonymize: bool) -> _Con
         header=header,
         linked=linked,
         reader_space=header is not None and radiograph.metadata.get("format") == "dicom",
-        study=_patient_and_study(header) if linked else _new_study(anonymized=anonymize),
+        study=_patient_and_study(header) if linked and header is not None else _new_study(anonymized=anonymize),
         notes=notes,
     )
 
@@ -357,7 +363,9 @@ def _photometric(context: _Context) -> tuple[str, bool]:
 def _counterfactual_plan(context: _Context) -> _ImagePlan:
     explanation = context.explanation
     radiograph = explanation.radiograph
-    encoding = source_encoding(context.header, radiograph) if context.reader_space else None
+    encoding = (
+        source_encoding(context.header, radiograph) if context.reader_space and context.header is not None else None
+    )
     photometric, mirrored = _photometric(context)
     verdict = "flipped" if explanation.flipped else "not flipped"
     return _ImagePlan(
@@ -376,7 +384,7 @@ def _counterfactual_plan(context: _Context) -> _ImagePlan:
         photometric=photometric,
         mirrored=mirrored,
         copies_pixel_meaning=context.reader_space and photometric.startswith("MONOCHROME"),
-        sources=[context.header] if context.linked else [],
+        sources=context.linked_sources,
     )
 
 
@@ -394,7 +402,7 @@ def _difference_plan(context: _Context, counterfactual: Dataset) -> _ImagePlan:
             "Counterfactual minus input, in the input's pixel units with bone bright: positive where the "
             "counterfactual adds density."
         ),
-        sources=([context.header] if context.linked else []) + [counterfactual],
+        sources=[*context.linked_sources, counterfactual],
     )
 
 
@@ -411,7 +419,7 @@ def _saliency_plan(context: _Context) -> _ImagePlan:
             f"{explanation.saliency_method} saliency for {explanation.finding}, 0 to 1 "
             "(rescale slope and real world value mapping give the saliency)."
         ),
-        sources=[context.header] if context.linked else [],
+        sources=context.linked_sources,
     )
 
 
@@ -435,12 +443,12 @@ def _instance(context: _Context, name: str, sop_class: str) -> hd.SOPClass:
         sop_instance_uid=hd.UID(),
         sop_class_uid=sop_class,
         instance_number=1,
-        modality=str(header.get("Modality", "OT")) if same_class else "OT",
+        modality=str(header.get("Modality", "OT")) if same_class and header is not None else "OT",
         manufacturer=MANUFACTURER,
         transfer_syntax_uid=ExplicitVRLittleEndian,
         series_description=_series_description(context.explanation, name),
         manufacturer_model_name=str(context.model_set["name"])[:64],
-        specific_character_set=header.get("SpecificCharacterSet") if context.linked else None,
+        specific_character_set=header.get("SpecificCharacterSet") if context.linked and header is not None else None,
     )
     _apply_study(instance, context)
     return instance
@@ -483,11 +491,11 @@ def _set_geometry(instance: Dataset, context: _Context, plan: _ImagePlan) -> Non
         instance.ConversionType = "WSD"
 
 
-def _file_window(plan: _ImagePlan) -> tuple[float, float]:
-    """The LINEAR WindowCenter/Width whose bounds (PS3.3 C.11.2.1.2.1) are ``plan.window``, mirrored back
+def _file_window(plan: _ImagePlan, window: tuple[float, float]) -> tuple[float, float]:
+    """The LINEAR WindowCenter/Width whose bounds (PS3.3 C.11.2.1.2.1) are ``window`` (the plan's), mirrored back
     for MONOCHROME1, so viewers and the reader show the values in that window.
     """
-    low, high = plan.window
+    low, high = window
     if plan.mirrored:
         first, last = plan.encoding.value_limits()
         low, high = first + last - high, first + last - low
@@ -511,7 +519,7 @@ def _set_pixels(instance: Dataset, plan: _ImagePlan) -> int:
         if "RescaleType" not in instance:
             instance.RescaleType = "US"
     if plan.window is not None:
-        center, width = _file_window(plan)
+        center, width = _file_window(plan, plan.window)
         instance.WindowCenter = _ds(center)
         instance.WindowWidth = _ds(width)
     instance.PixelData = np.ascontiguousarray(stored).tobytes()
@@ -637,7 +645,7 @@ def _groups(context: _Context, counterfactual: Dataset) -> list[hd.sr.Measuremen
     explanation = context.explanation
     algorithm = _algorithm(explanation, context.model_set)
     thresholds = {**context.model_set.get("thresholds", {}), explanation.finding: explanation.threshold}
-    on_input = [context.header] if context.linked else []
+    on_input = context.linked_sources
     groups = [
         _finding_group(f, p, thresholds.get(f), "input image", on_input, algorithm, [])
         for f, p in explanation.probabilities.items()
@@ -660,7 +668,7 @@ def _observer(model_set: dict) -> hd.sr.ObservationContext:
     return hd.sr.ObservationContext(observer_device_context=observer)
 
 
-def _report(context: _Context, images: list[Dataset]) -> hd.sr.ComprehensiveSR:
+def _report(context: _Context, images: Sequence[Dataset]) -> hd.sr.ComprehensiveSR:
     """The Comprehensive SR (TID 1500) of the findings and the counterfactual, referencing the images."""
     content = hd.sr.MeasurementReport(
         observation_context=_observer(context.model_set),
@@ -673,7 +681,7 @@ def _report(context: _Context, images: list[Dataset]) -> hd.sr.ComprehensiveSR:
     with warnings.catch_warnings():  # highdicom doubts one-component patient names; we copy the input's as it is
         warnings.filterwarnings("ignore", message=".*unlikely to represent the intended person name")
         report = hd.sr.ComprehensiveSR(
-            evidence=images + ([context.header] if context.linked else []),
+            evidence=[*images, *context.linked_sources],
             content=content[0],
             series_instance_uid=hd.UID(),
             series_number=SERIES_NUMBERS["report.dcm"],

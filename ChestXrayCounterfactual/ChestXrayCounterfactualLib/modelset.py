@@ -15,7 +15,7 @@ import torch
 
 from .errors import WeightsError
 from .geometry import MODEL_SIZE
-from .models import Autoencoder, Classifier
+from .models import Autoencoder, AutoencoderNetwork, Classifier, ClassifierNetwork
 
 CARD_NAME = "model_card.json"
 
@@ -60,8 +60,8 @@ def verified_tensors(directory: Path, entry: dict) -> dict:
 class ModelSet:
     """Everything the engine needs to explain: two networks, findings, thresholds, directions."""
 
-    classifier: Classifier
-    autoencoder: Autoencoder
+    classifier: ClassifierNetwork
+    autoencoder: AutoencoderNetwork
     thresholds: dict[str, float]
     directions: dict[str, torch.Tensor] = field(default_factory=dict)
     size: int = MODEL_SIZE

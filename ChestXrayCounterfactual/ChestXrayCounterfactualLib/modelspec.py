@@ -26,11 +26,13 @@ import json
 import math
 import warnings
 from pathlib import Path
+from typing import Any, Protocol
 
 import torch
 from torch import nn
 
 from .errors import ExplainerError
+from .models import AutoencoderNetwork, ClassifierNetwork
 from .modelset import CARD_NAME, ModelSet, default_weights_dir, load_model_set, sha256_of
 
 NORMALISATIONS = ("unit", "xrv", "imagenet")
@@ -110,10 +112,22 @@ class ExternalClassifier(nn.Module):
         return out
 
 
+class _EncoderDecoder(Protocol):
+    """What an external autoencoder network offers: ``encode`` and ``decode`` (torchxrayvision's also takes
+    ``image_size``).
+    """
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor: ...
+
+    def decode(self, z: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor: ...
+
+
 class ExternalAutoencoder(nn.Module):
     """Any autoencoder with ``encode``/``decode`` seen through the engine's [0, 1] model space."""
 
-    def __init__(self, net: nn.Module, normalisation: str, channels: int, resolution: int, xrv: bool = False) -> None:
+    def __init__(
+        self, net: _EncoderDecoder, normalisation: str, channels: int, resolution: int, xrv: bool = False,
+    ) -> None:
         super().__init__()
         self.net, self.normalisation, self.channels, self.resolution, self.xrv = (
             net,
@@ -180,9 +194,12 @@ def _xrv_weights_file(xrv, urls: dict, name: str, role: str) -> Path:
     return path
 
 
-def _classifier(entry: dict, spec: dict, base: Path, bundled: ModelSet | None, files: dict) -> tuple[nn.Module, list]:
+def _classifier(
+    entry: dict, spec: dict, base: Path, bundled: ModelSet | None, files: dict,
+) -> tuple[ClassifierNetwork, list]:
     kind = entry["kind"]
     if kind == "bundled":
+        assert bundled is not None  # load_spec loads the bundled set whenever a role is "bundled"
         return bundled.classifier, bundled.findings
     if kind == "torchscript":
         path = _file(base, entry, "classifier")
@@ -233,9 +250,10 @@ def _classifier(entry: dict, spec: dict, base: Path, bundled: ModelSet | None, f
     ), names
 
 
-def _autoencoder(entry: dict, spec: dict, base: Path, bundled: ModelSet | None, files: dict) -> nn.Module:
+def _autoencoder(entry: dict, spec: dict, base: Path, bundled: ModelSet | None, files: dict) -> AutoencoderNetwork:
     kind = entry["kind"]
     if kind == "bundled":
+        assert bundled is not None  # load_spec loads the bundled set whenever a role is "bundled"
         return bundled.autoencoder
     if kind == "torchscript":
         path = _file(base, entry, "autoencoder")
@@ -299,9 +317,8 @@ def load_spec(path: str | Path) -> ModelSet:
         module.eval().requires_grad_(False)
     if bundled is not None:
         files.update({f"bundled {k}": v for k, v in bundled.file_hashes.items()})
-    directions = (
-        bundled.directions if entries["classifier"]["kind"] == entries["autoencoder"]["kind"] == "bundled" else {}
-    )
+    both_bundled = entries["classifier"]["kind"] == entries["autoencoder"]["kind"] == "bundled"
+    directions = bundled.directions if both_bundled and bundled is not None else {}
     return ModelSet(
         classifier, autoencoder, {f: float(thresholds[f]) for f in findings}, directions, resolution, name, files,
     )

@@ -327,6 +327,7 @@ def _open_dataset(path: Path):
     """
     import pydicom
     from pydicom.errors import InvalidDicomError
+    from pydicom.uid import UID
 
     with open(path, "rb") as handle:
         head = handle.read(132)
@@ -343,7 +344,7 @@ def _open_dataset(path: Path):
         ) from None
     native = "PixelData" in ds and not ds["PixelData"].is_undefined_length
     if "TransferSyntaxUID" not in ds.file_meta and native and ds.original_encoding in NATIVE_SYNTAXES:
-        ds.file_meta.TransferSyntaxUID = NATIVE_SYNTAXES[ds.original_encoding]
+        ds.file_meta.TransferSyntaxUID = UID(NATIVE_SYNTAXES[ds.original_encoding])
     return ds
 
 
@@ -430,7 +431,7 @@ def _decoder_problem(dataset) -> str | None:
         return f"transfer syntax {syntax.name} ({syntax}) is not supported by any installed decoder"
     if not decoder.is_available:
         missing = (
-            "; ".join(f"{name}: {deps}" for name, deps in decoder.missing_dependencies.items())
+            "; ".join(decoder.missing_dependencies)  # pydicom 3: a list of "plugin - requires package" lines
             if hasattr(decoder, "missing_dependencies")
             else ""
         )

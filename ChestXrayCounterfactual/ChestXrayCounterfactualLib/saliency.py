@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from captum.attr import IntegratedGradients, LayerAttribution, LayerGradCam, NoiseTunnel, Occlusion, Saliency
 
-from .models import Classifier
+from .models import ClassifierNetwork
 
 
 def _smooth(attribution: torch.Tensor, sigma: float = 2.0) -> torch.Tensor:
@@ -24,19 +24,19 @@ def _smooth(attribution: torch.Tensor, sigma: float = 2.0) -> torch.Tensor:
     return F.conv2d(out, kernel.view(1, 1, -1, 1), padding=(radius, 0))
 
 
-def grad_cam(classifier: Classifier, x: torch.Tensor, target: int) -> torch.Tensor:
+def grad_cam(classifier: ClassifierNetwork, x: torch.Tensor, target: int) -> torch.Tensor:
     cam = LayerGradCam(classifier, classifier.gradcam_layer)
     attribution = cam.attribute(x, target=target, relu_attributions=True)
     return LayerAttribution.interpolate(attribution, tuple(x.shape[-2:]), interpolate_mode="bilinear")
 
 
-def integrated_gradients(classifier: Classifier, x: torch.Tensor, target: int) -> torch.Tensor:
+def integrated_gradients(classifier: ClassifierNetwork, x: torch.Tensor, target: int) -> torch.Tensor:
     ig = IntegratedGradients(classifier)
     attribution = ig.attribute(x, baselines=torch.zeros_like(x), target=target, n_steps=32, internal_batch_size=8)
     return _smooth(attribution.clamp_min(0))
 
 
-def occlusion(classifier: Classifier, x: torch.Tensor, target: int) -> torch.Tensor:
+def occlusion(classifier: ClassifierNetwork, x: torch.Tensor, target: int) -> torch.Tensor:
     attribution = Occlusion(classifier).attribute(
         x,
         target=target,
@@ -48,7 +48,7 @@ def occlusion(classifier: Classifier, x: torch.Tensor, target: int) -> torch.Ten
     return attribution.clamp_min(0)
 
 
-def smoothgrad(classifier: Classifier, x: torch.Tensor, target: int) -> torch.Tensor:
+def smoothgrad(classifier: ClassifierNetwork, x: torch.Tensor, target: int) -> torch.Tensor:
     tunnel = NoiseTunnel(Saliency(classifier))
     attribution = tunnel.attribute(x, nt_type="smoothgrad", nt_samples=16, stdevs=0.05, target=target, abs=True)
     return _smooth(attribution)
@@ -56,7 +56,7 @@ def smoothgrad(classifier: Classifier, x: torch.Tensor, target: int) -> torch.Te
 
 #: The saliency methods by name (``methods.SALIENCY_METHODS``), one signature each: captum attribution
 #: of logit ``target`` for a (1, 1, S, S) model-space image, as (1, 1, S, S).
-SALIENCIES: dict[str, Callable[[Classifier, torch.Tensor, int], torch.Tensor]] = {
+SALIENCIES: dict[str, Callable[[ClassifierNetwork, torch.Tensor, int], torch.Tensor]] = {
     "grad-cam": grad_cam,
     "integrated-gradients": integrated_gradients,
     "occlusion": occlusion,
@@ -64,7 +64,7 @@ SALIENCIES: dict[str, Callable[[Classifier, torch.Tensor, int], torch.Tensor]] =
 }
 
 
-def raw_attribution(classifier: Classifier, x: torch.Tensor, target: int, method: str) -> torch.Tensor:
+def raw_attribution(classifier: ClassifierNetwork, x: torch.Tensor, target: int, method: str) -> torch.Tensor:
     """captum attribution of logit ``target`` for a (1, 1, S, S) model-space image, as (1, 1, S, S)."""
     if method not in SALIENCIES:
         raise ValueError(f"unknown saliency method {method!r}; choose from {', '.join(SALIENCIES)}")
@@ -72,7 +72,11 @@ def raw_attribution(classifier: Classifier, x: torch.Tensor, target: int, method
 
 
 def saliency_map(
-    classifier: Classifier, x: torch.Tensor, target: int, method: str = "grad-cam", valid: torch.Tensor | None = None,
+    classifier: ClassifierNetwork,
+    x: torch.Tensor,
+    target: int,
+    method: str = "grad-cam",
+    valid: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """(S, S) saliency in [0, 1] for finding index ``target``; ``valid`` masks out the padding."""
     with torch.enable_grad():
