@@ -158,7 +158,8 @@ def check_size(path: object, rows: int, cols: int) -> None:
         )
 
 
-def _grey(rgb: np.ndarray) -> np.ndarray:
+def grey(rgb: np.ndarray) -> np.ndarray:
+    """Grey values of colour pixels (ITU-R BT.601 luma; a fourth, alpha channel is ignored)."""
     return rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114
 
 
@@ -275,7 +276,7 @@ def _read_itk(path: Path) -> Radiograph:
     notes: list[str] = []
     array = sitk.GetArrayFromImage(image).astype(np.float32)
     if image.GetNumberOfComponentsPerPixel() in (3, 4):
-        array = _grey(array)
+        array = grey(array)
         notes.append("colour image converted to grey")
     if array.ndim == 3:
         if array.shape[0] > 1:
@@ -487,7 +488,7 @@ def _read_dicom(path: Path) -> Radiograph:
         notes = [f"multi-frame object with {frames} frames: the first frame is used"] if frames > 1 else []
         array = _decode_first_frame(path, ds, photometric, frames)
         if array.ndim == 3 and array.shape[-1] == 3:
-            array = _grey(array.astype(np.float32))
+            array = grey(array.astype(np.float32))
             notes.append(f"{photometric} image converted to grey")
         if array.ndim != 2 or array.shape != (rows, cols):
             raise CorruptPixelDataError(

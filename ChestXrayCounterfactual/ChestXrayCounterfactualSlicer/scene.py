@@ -125,8 +125,10 @@ def radiograph_from_volume(volume_node) -> Radiograph:
 
 
 def _luminance(rgb: np.ndarray) -> np.ndarray:
-    """Grey values of colour voxels (ITU-R 601 luma, as the engine's reader and PIL use; alpha ignored)."""
-    return np.asarray(rgb[..., :3], dtype=np.float32) @ np.float32([0.299, 0.587, 0.114])
+    """Grey values of colour voxels, as the engine's reader makes them from a colour file."""
+    from ChestXrayCounterfactualLib.reader import grey
+
+    return grey(np.asarray(rgb, dtype=np.float32))
 
 
 def as_scalar_volume(volume_node):

@@ -15,7 +15,6 @@ slicer.util and the parameterNodeWrapper uses; everything else the real class ha
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import os
 import shutil
@@ -430,9 +429,6 @@ class Application:
     def processEvents(self, *args) -> None:
         QtWidgets.QApplication.processEvents(*args)
 
-    def topLevelWidgets(self) -> list:
-        return QtWidgets.QApplication.topLevelWidgets()
-
 
 class Harness:
     """The application and its scene; see the module docstring."""
@@ -664,11 +660,3 @@ def start(root: Path, testing: bool = False) -> Harness:
     root.mkdir(parents=True, exist_ok=True)
     return Harness(root, testing)
 
-
-def sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
-def copy_file(source: Path, folder: Path) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    return Path(shutil.copy2(source, folder))
