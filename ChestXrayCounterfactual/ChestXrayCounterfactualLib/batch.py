@@ -16,6 +16,7 @@ from pathlib import Path
 
 from . import methods
 from .errors import ExplainerError
+
 _SUFFIXES = (".nii.gz", ".dcm", ".dicom", ".png", ".jpg", ".jpeg", ".nrrd", ".nhdr", ".nii", ".mha", ".mhd")
 
 
