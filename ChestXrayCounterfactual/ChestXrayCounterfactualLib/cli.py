@@ -84,15 +84,14 @@ def _say(message: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from .engine import Explainer
-    from .modelset import load_model_set
-    from .modelspec import export_torchscript, load_spec
+    from .modelset import export_torchscript, load_model_set
 
     def fail(path: Path, error: BaseException) -> None:
         if args.debug:
             traceback.print_exception(error)
 
     try:
-        explainer = Explainer(load_spec(args.models) if args.models else load_model_set())
+        explainer = Explainer(load_model_set(args.models))
     except ExplainerError as error:
         if args.debug:
             traceback.print_exc()

@@ -46,9 +46,9 @@ def explainer(model_set: str | None = None) -> Explainer:
     key = str(model_set or "")
     if key not in _explainers:
         from ChestXrayCounterfactualLib.engine import Explainer
-        from ChestXrayCounterfactualLib.modelspec import load_spec
+        from ChestXrayCounterfactualLib.modelset import load_model_set
 
-        _explainers[key] = Explainer(load_spec(model_set) if model_set else None)
+        _explainers[key] = Explainer(load_model_set(model_set))
     return _explainers[key]
 
 

@@ -12,7 +12,7 @@ import torch
 
 from ChestXrayCounterfactualLib import read_radiograph
 from ChestXrayCounterfactualLib.engine import Explainer
-from ChestXrayCounterfactualLib.modelspec import SpecError, export_torchscript, load_spec
+from ChestXrayCounterfactualLib.modelset import SpecError, export_torchscript, load_model_set
 from conftest import SAMPLE
 
 
@@ -22,7 +22,7 @@ def torchscript_spec(tmp_path_factory, explainer):
 
 
 def test_torchscript_export_gives_the_same_probabilities(explainer, torchscript_spec):
-    exported = Explainer(load_spec(torchscript_spec))
+    exported = Explainer(load_model_set(torchscript_spec))
     image = read_radiograph(SAMPLE)
     ours, theirs = explainer.predict(image), exported.predict(image)
     assert list(ours) == list(theirs)
@@ -59,7 +59,7 @@ def test_grad_cam_on_a_torchscript_classifier_says_why_not(torchscript_spec):
     from ChestXrayCounterfactualLib.errors import ExplainerError
 
     with pytest.raises(ExplainerError, match="names no Grad-CAM layer"):
-        Explainer(load_spec(torchscript_spec)).explain(read_radiograph(SAMPLE), finding="Cardiomegaly")
+        Explainer(load_model_set(torchscript_spec)).explain(read_radiograph(SAMPLE), finding="Cardiomegaly")
 
 
 def _write(tmp_path, spec: dict):
@@ -83,14 +83,14 @@ def test_bad_spec_gets_one_clear_sentence(tmp_path, change, message):
     spec = {"name": "s", "resolution": 224, "classifier": {"kind": "bundled"}, "autoencoder": {"kind": "bundled"}}
     spec.update(change)
     with pytest.raises(SpecError, match=message) as error:
-        load_spec(_write(tmp_path, spec))
+        load_model_set(_write(tmp_path, spec))
     assert "\n" not in str(error.value)
 
 
 def test_not_json_and_missing_xrv_weights_are_clear(tmp_path):
     (tmp_path / "broken.json").write_text("{name: ")
     with pytest.raises(SpecError, match="not valid JSON"):
-        load_spec(tmp_path / "broken.json")
+        load_model_set(tmp_path / "broken.json")
     pytest.importorskip("torchxrayvision")
     spec = {
         "name": "x",
@@ -100,7 +100,7 @@ def test_not_json_and_missing_xrv_weights_are_clear(tmp_path):
         "autoencoder": {"kind": "bundled"},
     }
     with pytest.raises(SpecError, match="not in its local cache; nothing is downloaded"):
-        load_spec(_write(tmp_path, spec))
+        load_model_set(_write(tmp_path, spec))
 
 
 @pytest.mark.parametrize("resolution", [224, 512])
@@ -116,7 +116,7 @@ def test_torchxrayvision_architecture_explains_end_to_end(tmp_path, resolution):
         "findings": ["Cardiomegaly", "Effusion"],
         "thresholds": "logit-0.5",
     }
-    models = load_spec(_write(tmp_path, spec))
+    models = load_model_set(_write(tmp_path, spec))
     assert models.size == resolution and models.findings == ["Cardiomegaly", "Effusion"]
     explainer = Explainer(models)
     image = read_radiograph(SAMPLE)

@@ -269,7 +269,7 @@ def test_add_model_set_checks_requirements_first_and_rejects_a_bad_spec(panel, t
 
 
 def test_add_a_model_set_then_analyze_with_it(panel, tmp_path, explainer):
-    from ChestXrayCounterfactualLib.modelspec import export_torchscript
+    from ChestXrayCounterfactualLib.modelset import export_torchscript
 
     harness, widget = panel
     spec = export_torchscript(explainer.models, tmp_path / "torchscript")

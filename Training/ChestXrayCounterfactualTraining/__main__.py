@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from ChestXrayCounterfactualLib.models import Classifier
+from ChestXrayCounterfactualLib.modelset import Classifier
 
 from .autoencoder import train_autoencoder
 from .classifier import train_classifier

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ChestXrayCounterfactualLib.models import Autoencoder, Classifier
+from ChestXrayCounterfactualLib.modelset import Autoencoder, Classifier
 
 from .data import Record, augment
 from .loop import (

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from ChestXrayCounterfactualLib.models import Classifier
+from ChestXrayCounterfactualLib.modelset import Classifier
 
 from .data import Record, augment
 from .loop import (

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from ChestXrayCounterfactualLib.models import Autoencoder, Classifier
+from ChestXrayCounterfactualLib.modelset import Autoencoder, Classifier
 
 
 def latent_gradients(

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ChestXrayCounterfactualLib.models import CLASSIFIER_NORMALISATION, Autoencoder, Classifier
+from ChestXrayCounterfactualLib.modelset import CLASSIFIER_NORMALISATION, Autoencoder, Classifier
 from ChestXrayCounterfactualLib.modelset import CARD_NAME, sha256_of
 
 from .data import ModelSpaceDataset, Record

@@ -31,9 +31,9 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
-from .errors import ExplainerError
-from .models import AutoencoderNetwork, ClassifierNetwork
-from .modelset import CARD_NAME, ModelSet, default_weights_dir, load_model_set, sha256_of
+from ..errors import ExplainerError
+from .bundled import default_weights_dir, load_bundled, sha256_of
+from .interface import AutoencoderNetwork, ClassifierNetwork, ModelSet
 
 NORMALISATIONS = ("unit", "xrv", "imagenet")
 KINDS = ("bundled", "torchscript", "torchxrayvision")
@@ -276,10 +276,8 @@ def _autoencoder(entry: dict, spec: dict, base: Path, bundled: ModelSet | None, 
 
 
 def load_spec(path: str | Path) -> ModelSet:
-    """A model set from a spec file (or, for a folder with a model card, the bundled set)."""
+    """A model set from a spec file."""
     path = Path(path)
-    if path.is_dir() and (path / CARD_NAME).exists():
-        return load_model_set(path)
     if not path.is_file():
         raise SpecError(f"model-set spec {path} does not exist")
     try:
@@ -302,7 +300,7 @@ def load_spec(path: str | Path) -> ModelSet:
     for role, entry in entries.items():
         if entry.get("kind") not in KINDS:
             raise SpecError(f"{role} field 'kind' must be one of {', '.join(KINDS)}, not {entry.get('kind')!r}")
-    bundled = load_model_set(default_weights_dir()) if "bundled" in {e["kind"] for e in entries.values()} else None
+    bundled = load_bundled(default_weights_dir()) if "bundled" in {e["kind"] for e in entries.values()} else None
     files = {"spec": sha256_of(path)}
     classifier, findings = _classifier(entries["classifier"], spec, path.parent, bundled, files)
     autoencoder = _autoencoder(entries["autoencoder"], spec, path.parent, bundled, files)

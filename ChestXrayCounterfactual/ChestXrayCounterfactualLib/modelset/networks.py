@@ -1,4 +1,4 @@
-"""The two networks the engine explains: a chest X-ray classifier and a convolutional autoencoder.
+"""The bundled networks: a chest X-ray classifier and a convolutional autoencoder.
 
 Both take one grey channel in model space: a square 224x224 image with intensities in [0, 1]
 (bone bright). Each network carries its own normalisation, so every caller feeds the same tensor.
@@ -6,52 +6,12 @@ Both take one grey channel in model space: a square 224x224 image with intensiti
 
 from __future__ import annotations
 
-from typing import Protocol, TypeVar
-
 import torch
 import torchvision
 from torch import nn
 
-_Self = TypeVar("_Self")
-
 #: Mean and standard deviation the classifier subtracts/divides inside ``forward``.
 CLASSIFIER_NORMALISATION = (0.5, 0.25)
-
-
-class ClassifierNetwork(Protocol):
-    """What the engine asks of a classifier (``Classifier``, a spec's ``ExternalClassifier`` or a test toy).
-
-    An ``nn.Module`` whose call maps a model-space image batch to one logit per finding, with the
-    finding names and the layer Grad-CAM attributes to.
-    """
-
-    findings: list[str]
-
-    @property
-    def gradcam_layer(self) -> nn.Module: ...
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor: ...
-
-    def eval(self: _Self) -> _Self: ...
-
-    def requires_grad_(self: _Self, requires_grad: bool = True) -> _Self: ...
-
-
-class AutoencoderNetwork(Protocol):
-    """What the engine asks of an autoencoder (``Autoencoder``, a spec's ``ExternalAutoencoder`` or a test toy).
-
-    An ``nn.Module`` with ``encode``/``decode`` between model-space images and latents.
-    """
-
-    def encode(self, x: torch.Tensor) -> torch.Tensor: ...
-
-    def decode(self, z: torch.Tensor) -> torch.Tensor: ...
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor: ...
-
-    def eval(self: _Self) -> _Self: ...
-
-    def requires_grad_(self: _Self, requires_grad: bool = True) -> _Self: ...
 
 
 class Classifier(nn.Module):

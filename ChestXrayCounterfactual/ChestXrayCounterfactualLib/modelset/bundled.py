@@ -8,14 +8,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from .errors import WeightsError
-from .geometry import MODEL_SIZE
-from .models import Autoencoder, AutoencoderNetwork, Classifier, ClassifierNetwork
+from ..errors import WeightsError
+from ..geometry import MODEL_SIZE
+from .interface import ModelSet
+from .networks import Autoencoder, Classifier
 
 CARD_NAME = "model_card.json"
 
@@ -24,11 +24,11 @@ def default_weights_dir() -> Path:
     """``$CXRCF_WEIGHTS``, else the repository's ``weights/``, else the Slicer module's ``Resources/weights``."""
     if os.environ.get("CXRCF_WEIGHTS"):
         return Path(os.environ["CXRCF_WEIGHTS"])
-    here = Path(__file__).resolve().parent
-    for candidate in (here.parents[1] / "weights", here.parent / "Resources" / "weights"):
+    lib = Path(__file__).resolve().parents[1]
+    for candidate in (lib.parents[1] / "weights", lib.parent / "Resources" / "weights"):
         if (candidate / CARD_NAME).exists():
             return candidate
-    return here.parents[1] / "weights"
+    return lib.parents[1] / "weights"
 
 
 def sha256_of(path: Path) -> str:
@@ -56,34 +56,7 @@ def verified_tensors(directory: Path, entry: dict) -> dict:
         raise WeightsError(f"model file {path} cannot be loaded safely ({type(error).__name__})") from None
 
 
-@dataclass
-class ModelSet:
-    """Everything the engine needs to explain: two networks, findings, thresholds, directions."""
-
-    classifier: ClassifierNetwork
-    autoencoder: AutoencoderNetwork
-    thresholds: dict[str, float]
-    directions: dict[str, torch.Tensor] = field(default_factory=dict)
-    size: int = MODEL_SIZE
-    name: str = "bundled"
-    file_hashes: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def findings(self) -> list[str]:
-        return self.classifier.findings
-
-    def identity(self) -> dict:
-        """Name, sha256 of every file and decision thresholds: what an output records of the models."""
-        return {"name": self.name, "sha256": self.file_hashes, "thresholds": dict(self.thresholds)}
-
-    def index(self, finding: str) -> int:
-        matches = [i for i, f in enumerate(self.findings) if f.lower() == finding.lower()]
-        if not matches:
-            raise ValueError(f"unknown finding {finding!r}; this model knows {', '.join(self.findings)}")
-        return matches[0]
-
-
-def load_model_set(weights_dir: str | Path | None = None) -> ModelSet:
+def load_bundled(weights_dir: str | Path | None = None) -> ModelSet:
     """Load and verify the model set described by ``weights_dir/model_card.json``."""
     directory = Path(weights_dir) if weights_dir else default_weights_dir()
     card_path = directory / CARD_NAME

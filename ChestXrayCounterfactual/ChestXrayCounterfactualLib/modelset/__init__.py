@@ -1,0 +1,42 @@
+"""Model sets: the networks the engine explains and everything needed to use them.
+
+One loader, :func:`load_model_set`, takes what a user names: nothing (the bundled models), a weights
+folder with a model card (:mod:`.bundled`), or a JSON spec for models of one's own (:mod:`.spec`).
+Whatever it loads satisfies the Protocols of :mod:`.interface`, which is all the engine relies on.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .bundled import CARD_NAME, default_weights_dir, load_bundled, sha256_of
+from .interface import AutoencoderNetwork, ClassifierNetwork, ModelSet
+from .networks import CLASSIFIER_NORMALISATION, Autoencoder, Classifier
+from .spec import SpecError, export_torchscript, load_spec
+
+__all__ = [
+    "CARD_NAME",
+    "CLASSIFIER_NORMALISATION",
+    "Autoencoder",
+    "AutoencoderNetwork",
+    "Classifier",
+    "ClassifierNetwork",
+    "ModelSet",
+    "SpecError",
+    "default_weights_dir",
+    "export_torchscript",
+    "load_model_set",
+    "sha256_of",
+]
+
+
+def load_model_set(source: str | Path | None = None) -> ModelSet:
+    """The model set ``source`` names: ``None`` for the bundled models, a weights folder with a model
+    card, or a model-set spec file; every file verified or hashed as its loader documents.
+    """
+    if source is None:
+        return load_bundled()
+    path = Path(source)
+    if path.is_dir() and (path / CARD_NAME).exists():
+        return load_bundled(path)
+    return load_spec(path)

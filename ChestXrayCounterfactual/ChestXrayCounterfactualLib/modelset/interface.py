@@ -1,0 +1,80 @@
+"""What the engine asks of a model set: the two network Protocols and the ``ModelSet`` that holds them.
+
+Every adapter satisfies these: the bundled networks (:mod:`.networks`), a spec's external networks
+(:mod:`.spec`) and the toy networks of the fast tests.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol, TypeVar
+
+import torch
+from torch import nn
+
+from ..geometry import MODEL_SIZE
+
+_Self = TypeVar("_Self")
+
+
+class ClassifierNetwork(Protocol):
+    """What the engine asks of a classifier (``Classifier``, a spec's ``ExternalClassifier`` or a test toy).
+
+    An ``nn.Module`` whose call maps a model-space image batch to one logit per finding, with the
+    finding names and the layer Grad-CAM attributes to.
+    """
+
+    findings: list[str]
+
+    @property
+    def gradcam_layer(self) -> nn.Module: ...
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor: ...
+
+    def eval(self: _Self) -> _Self: ...
+
+    def requires_grad_(self: _Self, requires_grad: bool = True) -> _Self: ...
+
+
+class AutoencoderNetwork(Protocol):
+    """What the engine asks of an autoencoder (``Autoencoder``, a spec's ``ExternalAutoencoder`` or a test toy).
+
+    An ``nn.Module`` with ``encode``/``decode`` between model-space images and latents.
+    """
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor: ...
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor: ...
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor: ...
+
+    def eval(self: _Self) -> _Self: ...
+
+    def requires_grad_(self: _Self, requires_grad: bool = True) -> _Self: ...
+
+
+@dataclass
+class ModelSet:
+    """Everything the engine needs to explain: two networks, findings, thresholds, directions."""
+
+    classifier: ClassifierNetwork
+    autoencoder: AutoencoderNetwork
+    thresholds: dict[str, float]
+    directions: dict[str, torch.Tensor] = field(default_factory=dict)
+    size: int = MODEL_SIZE
+    name: str = "bundled"
+    file_hashes: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def findings(self) -> list[str]:
+        return self.classifier.findings
+
+    def identity(self) -> dict:
+        """Name, sha256 of every file and decision thresholds: what an output records of the models."""
+        return {"name": self.name, "sha256": self.file_hashes, "thresholds": dict(self.thresholds)}
+
+    def index(self, finding: str) -> int:
+        matches = [i for i, f in enumerate(self.findings) if f.lower() == finding.lower()]
+        if not matches:
+            raise ValueError(f"unknown finding {finding!r}; this model knows {', '.join(self.findings)}")
+        return matches[0]
