@@ -83,6 +83,7 @@ class ChestXrayCounterfactualParameterNode:
     saliencyMethod: Annotated[str, Choice(list(methods.SALIENCY_METHODS))] = methods.DEFAULT_SALIENCY
     counterfactualMethod: Annotated[str, Choice(list(methods.COUNTERFACTUAL_METHODS))] = methods.DEFAULT_COUNTERFACTUAL
     direction: Annotated[str, Choice(["auto", *methods.DIRECTIONS])] = "auto"
+    strength: Annotated[str, Choice(list(methods.STRENGTHS))] = methods.DEFAULT_STRENGTH
     saliencyOpacity: Annotated[float, WithinRange(0.0, 1.0)] = 0.4
     # The last explanation's nodes: cleared by the wrapper when the nodes leave the scene.
     saliencyVolume: slicer.vtkMRMLScalarVolumeNode
@@ -262,7 +263,7 @@ class ChestXrayCounterfactualWidget(ScriptedLoadableModuleWidget, VTKObservation
             return not dialog.wasCanceled
 
         from ChestXrayCounterfactualLib import CancelledError
-        from ChestXrayCounterfactualLib.batch import outcome_line
+        from ChestXrayCounterfactualLib.records import input_lines
 
         try:
             with slicer.util.tryWithErrorDisplay(_("Could not explain the radiograph."), waitCursor=True):
@@ -273,6 +274,7 @@ class ChestXrayCounterfactualWidget(ScriptedLoadableModuleWidget, VTKObservation
                         method=p.counterfactualMethod,
                         saliency=p.saliencyMethod,
                         direction=None if p.direction == "auto" else p.direction,
+                        strength=p.strength,
                         progress=progress,
                     )
                 except CancelledError:  # the user's choice, not an error
@@ -284,7 +286,8 @@ class ChestXrayCounterfactualWidget(ScriptedLoadableModuleWidget, VTKObservation
                     p.counterfactualVolume = nodes["counterfactual"]
                     p.differenceVolume = nodes["difference"]
                     p.sequenceBrowser = nodes["sequence_browser"]
-                self.ui.statusLabel.text = outcome_line(nodes["figures"])
+                explanation = nodes["explanation"]
+                self.ui.statusLabel.text = "\n".join([explanation.summary(), *input_lines(explanation.record())])
                 self.ui.layerComboBox.setCurrentIndex(0)
                 self.logic.setSaliencyOpacity(p.saliencyOpacity)
         finally:
@@ -409,13 +412,13 @@ class ChestXrayCounterfactualLogic(ScriptedLoadableModuleLogic):
         return engine.predict(scene.radiograph_from_volume(volumeNode)), dict(engine.models.thresholds)
 
     def explainVolume(
-        self, volumeNode, finding=None, method=None, saliency=None, direction=None, progress=None,
+        self, volumeNode, finding=None, method=None, saliency=None, direction=None, progress=None, strength=None,
     ) -> dict:
         """Explain a volume; the created nodes by role (see ``ChestXrayCounterfactualSlicer.scene.explain_volume``)."""
         from ChestXrayCounterfactualSlicer import scene
 
         return scene.explain_volume(
-            volumeNode, finding, method, saliency, direction, scene.explainer(self.modelSet), progress,
+            volumeNode, finding, method, saliency, direction, scene.explainer(self.modelSet), progress, strength,
         )
 
     def explainFiles(self, paths, outputDir, finding=None, method=None, saliency=None, overwrite=False) -> list:
@@ -441,14 +444,13 @@ class ChestXrayCounterfactualLogic(ScriptedLoadableModuleLogic):
         from DICOMLib import DICOMUtils
 
         from ChestXrayCounterfactualLib.dicom_outputs import write_dicom
-        from ChestXrayCounterfactualSlicer import scene
 
         database = slicer.dicomDatabase
         if not database or not database.isOpen:
             raise RuntimeError(_("Open a DICOM database first (DICOM module), then export again."))
         target = folder or tempfile.mkdtemp(prefix="ChestXrayCounterfactual-")
         try:
-            outputs = write_dicom(Path(target) / "dicom", explanation, scene.explainer(self.modelSet).models.identity())
+            outputs = write_dicom(Path(target) / "dicom", explanation)
             if not DICOMUtils.importDicom(str(Path(target) / "dicom"), database, copyFiles=folder is None):
                 raise RuntimeError(_("Slicer's DICOM database could not import {folder}").format(folder=target))
         finally:

@@ -10,12 +10,13 @@ Every output folder is written atomically (see :func:`outputs.write_explanation`
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import methods
 from .errors import ExplainerError
+from .records import outcome_line
 
 _SUFFIXES = (".nii.gz", ".dcm", ".dicom", ".png", ".jpg", ".jpeg", ".nrrd", ".nhdr", ".nii", ".mha", ".mhd")
 
@@ -32,10 +33,11 @@ class ExplainOptions:
     overwrite: bool = False
     anonymize: bool = False
     dicom: bool = False
+    strength: str = methods.DEFAULT_STRENGTH
 
     def check(self) -> None:
         """Raise ``ValueError`` naming the first option that cannot work."""
-        methods.check(self.method, self.saliency, self.direction)
+        methods.check(self.method, self.saliency, self.direction, self.strength)
         if not isinstance(self.frames, int) or self.frames < 2:
             raise ValueError(f"frames must be a whole number of at least 2, not {self.frames!r}")
 
@@ -61,15 +63,6 @@ class FileResult:
         return f"{self.input}: {outcome_line(self.record)} -> {self.folder}"
 
 
-def outcome_line(record: Mapping) -> str:
-    """"Cardiomegaly p 0.880 -> 0.410 (threshold 0.460, flipped) in 2.3 s" from an explanation's record."""
-    flipped = "flipped" if record["flipped"] else "not flipped"
-    return (
-        f"{record['finding']} p {record['p_original']:.3f} -> {record['p_counterfactual']:.3f} "
-        f"(threshold {record['threshold']:.3f}, {flipped}) in {record['seconds']['total']:.1f} s"
-    )
-
-
 def output_stem(path: Path) -> str:
     """The input's name without its image suffix (``a.nii.gz`` -> ``a``)."""
     name = path.name
@@ -79,6 +72,11 @@ def output_stem(path: Path) -> str:
     return name
 
 
+def is_image_name(path: Path) -> bool:
+    """Whether ``path``'s name ends in the suffix of a format we read (how an archive folder is searched)."""
+    return path.name.lower().endswith(_SUFFIXES)
+
+
 def describe_error(path: Path, error: BaseException) -> str:
     """The reason a file failed, in one line that names the file."""
     if isinstance(error, ExplainerError):
@@ -86,6 +84,85 @@ def describe_error(path: Path, error: BaseException) -> str:
     if isinstance(error, ValueError):
         return f"{path}: {error}"
     return f"{path}: internal error ({type(error).__name__}: {error}); rerun with --debug and report it"
+
+
+def folder_name(path: Path, used: set[str]) -> str:
+    """The name of ``path``'s output folder: its stem, or ``stem-2``, ``stem-3``, ... if ``used`` already holds
+    it; the name is added to ``used``. Names depend only on the order inputs are named in, never on which
+    finishes first, so a rerun finds the same folders.
+    """
+    stem = output_stem(path)
+    name, n = stem, 2
+    while name in used:
+        name, n = f"{stem}-{n}", n + 1
+    used.add(name)
+    return name
+
+
+def explain_work(
+    work: Sequence[tuple[Path, Path]],
+    explainer,
+    options: ExplainOptions,
+    on_error: Callable[[Path, BaseException], None] | None = None,
+) -> list[FileResult]:
+    """Explain each (input file, output folder) of ``work`` with one batched engine call
+    (:meth:`Explainer.explain_batch`), skipping folders that exist (unless ``options.overwrite``); one
+    :class:`FileResult` each, in order.
+
+    The step of :func:`explain_files` and of archive runs, for callers that choose folders and schedule files
+    themselves; ``options`` must have been checked. Never raises for a bad file: it becomes a failed result. If
+    the batch as a whole fails, its files are explained one by one, so one file cannot fail the others.
+    """
+    from .outputs import write_explanation
+    from .reader import read_radiograph
+
+    results = [FileResult(path, "skipped", folder) for path, folder in work]
+
+    def fail(k: int, error: BaseException) -> None:
+        results[k].status, results[k].error = "failed", describe_error(results[k].input, error)
+        if on_error:
+            on_error(results[k].input, error)
+
+    read, read_seconds = {}, {}
+    for k, (path, folder) in enumerate(work):
+        if folder.exists() and not options.overwrite:
+            continue
+        try:
+            started = time.perf_counter()
+            read[k] = read_radiograph(path)
+            read_seconds[k] = time.perf_counter() - started
+            results[k].warnings = list(read[k].warnings)
+        except Exception as error:  # one broken file must not stop the batch; describe_error words it
+            fail(k, error)
+    keys = list(read)
+    settings = (options.finding, options.method, options.saliency, options.direction, options.frames)
+    strength = options.strength
+    try:
+        outcomes: list = explainer.explain_batch([read[k] for k in keys], *settings, strength=strength) if keys else []
+    except Exception:  # noqa: BLE001 - retried one by one below, where each file's own error is kept
+        outcomes = []
+        for k in keys:
+            try:
+                outcomes += explainer.explain_batch([read[k]], *settings, strength=strength)
+            except Exception as error:  # noqa: BLE001 - this file's error, worded by describe_error
+                outcomes.append(error)
+    for k, outcome in zip(keys, outcomes, strict=True):
+        try:
+            if isinstance(outcome, BaseException):
+                raise outcome
+            outcome.record_time("read", read_seconds[k])
+            results[k].record = write_explanation(
+                work[k][1],
+                outcome,
+                overwrite=options.overwrite,
+                anonymize=options.anonymize,
+                dicom=options.dicom,
+            )
+            results[k].warnings = list(outcome.warnings)
+            results[k].status = "done"
+        except Exception as error:  # one broken file must not stop the batch
+            fail(k, error)
+    return results
 
 
 def explain_files(
@@ -103,44 +180,13 @@ def explain_files(
     """
     options.check()
     from .engine import Explainer
-    from .outputs import write_explanation
-    from .reader import read_radiograph
 
     explainer = explainer or Explainer()
     out = Path(out)
     used: set[str] = set()
     results = []
     for path in map(Path, paths):
-        stem = output_stem(path)
-        name, n = stem, 2
-        while name in used:
-            name, n = f"{stem}-{n}", n + 1
-        used.add(name)
-        folder = out / name
-        result = FileResult(path, "skipped", folder)
-        if not folder.exists() or options.overwrite:
-            try:
-                started = time.perf_counter()
-                radiograph = read_radiograph(path)
-                read_seconds = round(time.perf_counter() - started, 4)
-                result.warnings = list(radiograph.warnings)
-                explanation = explainer.explain(
-                    radiograph, options.finding, options.method, options.saliency, options.direction, options.frames,
-                )
-                explanation.seconds = {"read": read_seconds, **explanation.seconds}
-                result.record = write_explanation(
-                    folder,
-                    explanation,
-                    explainer,
-                    overwrite=options.overwrite,
-                    anonymize=options.anonymize,
-                    dicom=options.dicom,
-                )
-                result.status = "done"
-            except Exception as error:  # one broken file must not stop the batch; describe_error words it
-                result.status, result.error = "failed", describe_error(path, error)
-                if on_error:
-                    on_error(path, error)
+        (result,) = explain_work([(path, out / folder_name(path, used))], explainer, options, on_error)
         results.append(result)
         if on_result:
             on_result(result)

@@ -1,8 +1,9 @@
-"""Command line: ``python -m ChestXrayCounterfactualLib predict|explain FILE...``.
+"""Command line: ``python -m ChestXrayCounterfactualLib predict|explain FILE...`` and ``batch FOLDER|CSV``.
 
 A file that cannot be read or explained gets one line on stderr naming it and the reason; the
 other files are still processed, and the exit code is 1 if any failed (130 if interrupted).
-``--debug`` shows tracebacks instead.
+``--debug`` shows tracebacks instead. ``batch`` explains an archive, resumably, optionally on Ray
+(see :mod:`.archive`); its progress goes to stderr and its results to ``OUT/index.csv``.
 """
 
 from __future__ import annotations
@@ -10,12 +11,69 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 import traceback
 from pathlib import Path
 
 from . import methods
 from .batch import ExplainOptions, describe_error, explain_files
 from .errors import ExplainerError
+
+
+def _explain_options() -> argparse.ArgumentParser:
+    """The options ``explain`` and ``batch`` share (a parent parser), read back by :func:`_options`."""
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument("--out", required=True, type=Path, help="output folder; one subfolder per input")
+    parent.add_argument("--finding", help="finding to explain (default: the most probable above its threshold)")
+    parent.add_argument(
+        "--method",
+        choices=list(methods.COUNTERFACTUAL_METHODS),
+        default=methods.DEFAULT_COUNTERFACTUAL,
+        help=f"counterfactual method (default {methods.DEFAULT_COUNTERFACTUAL}): "
+        + methods.help_text(methods.COUNTERFACTUAL_METHODS),
+    )
+    parent.add_argument(
+        "--saliency",
+        choices=list(methods.SALIENCY_METHODS),
+        default=methods.DEFAULT_SALIENCY,
+        help=f"saliency method (default {methods.DEFAULT_SALIENCY}): " + methods.help_text(methods.SALIENCY_METHODS),
+    )
+    parent.add_argument(
+        "--direction",
+        choices=methods.DIRECTIONS,
+        help="remove or add the finding (default: remove if present, add if absent)",
+    )
+    parent.add_argument(
+        "--strength",
+        choices=list(methods.STRENGTHS),
+        default=methods.DEFAULT_STRENGTH,
+        help=f"how far the counterfactual goes (default {methods.DEFAULT_STRENGTH}): "
+        + methods.help_text(methods.STRENGTHS),
+    )
+    parent.add_argument("--frames", type=int, default=8, help="frames of the animation")
+    parent.add_argument("--overwrite", action="store_true", help="redo inputs whose output folder exists")
+    parent.add_argument("--anonymize", action="store_true", help="keep no DICOM UIDs or input folder in the outputs")
+    parent.add_argument(
+        "--dicom",
+        action="store_true",
+        help="also write DICOM: the counterfactual, difference, saliency and a structured report as new series "
+        "of the input's study (dicom/ in each output folder)",
+    )
+    return parent
+
+
+def _options(args: argparse.Namespace) -> ExplainOptions:
+    return ExplainOptions(
+        args.finding,
+        args.method,
+        args.saliency,
+        args.direction,
+        args.frames,
+        args.overwrite,
+        args.anonymize,
+        args.dicom,
+        args.strength,
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -32,37 +90,23 @@ def _parser() -> argparse.ArgumentParser:
     predict = sub.add_parser("predict", help="probability of every finding")
     predict.add_argument("files", nargs="+", type=Path)
     predict.add_argument("--json", action="store_true", help="print one JSON document")
-    explain = sub.add_parser("explain", help="saliency map and counterfactual for one finding")
+    shared = _explain_options()
+    explain = sub.add_parser("explain", parents=[shared], help="saliency map and counterfactual for one finding")
     explain.add_argument("files", nargs="+", type=Path)
-    explain.add_argument("--out", required=True, type=Path, help="output folder; one subfolder per input")
-    explain.add_argument("--finding", help="finding to explain (default: the most probable above its threshold)")
-    explain.add_argument(
-        "--method",
-        choices=list(methods.COUNTERFACTUAL_METHODS),
-        default=methods.DEFAULT_COUNTERFACTUAL,
-        help=f"counterfactual method (default {methods.DEFAULT_COUNTERFACTUAL}): "
-        + methods.help_text(methods.COUNTERFACTUAL_METHODS),
+    batch = sub.add_parser(
+        "batch",
+        parents=[shared],
+        help="explain an archive into --out, with OUT/index.csv; a rerun does only what is missing or failed",
     )
-    explain.add_argument(
-        "--saliency",
-        choices=list(methods.SALIENCY_METHODS),
-        default=methods.DEFAULT_SALIENCY,
-        help=f"saliency method (default {methods.DEFAULT_SALIENCY}): " + methods.help_text(methods.SALIENCY_METHODS),
+    batch.add_argument("input", type=Path, help="a folder (searched recursively) or a CSV manifest with a path column")
+    batch.add_argument(
+        "--ray",
+        metavar="auto|ADDRESS|local:N",
+        help="run on Ray: the running cluster (auto), the one at ADDRESS, or a local one with N worker processes "
+        "(default: in this process, without Ray)",
     )
-    explain.add_argument(
-        "--direction",
-        choices=methods.DIRECTIONS,
-        help="remove or add the finding (default: remove if present, add if absent)",
-    )
-    explain.add_argument("--frames", type=int, default=8, help="frames of the animation")
-    explain.add_argument("--overwrite", action="store_true", help="redo inputs whose output folder exists")
-    explain.add_argument("--anonymize", action="store_true", help="keep no DICOM UIDs or input folder in the outputs")
-    explain.add_argument(
-        "--dicom",
-        action="store_true",
-        help="also write DICOM: the counterfactual, difference, saliency and a structured report as new series "
-        "of the input's study (dicom/ in each output folder)",
-    )
+    batch.add_argument("--workers", type=int, help="Ray actors (default: one per GPU, else per CPU of the cluster)")
+    batch.add_argument("--batch-size", type=int, default=8, help="inputs sent to a Ray actor at a time (default 8)")
     return parser
 
 
@@ -83,6 +127,8 @@ def _say(message: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "batch":
+        return _batch(args)
     from .engine import Explainer
     from .modelset import export_torchscript, load_model_set
 
@@ -103,18 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "predict":
             return _predict(args, explainer, fail)
-        options = ExplainOptions(
-            args.finding,
-            args.method,
-            args.saliency,
-            args.direction,
-            args.frames,
-            args.overwrite,
-            args.anonymize,
-            args.dicom,
-        )
         results = explain_files(
-            _progress(args.files, len(args.files) > 1), args.out, explainer, options, _report, on_error=fail,
+            _progress(args.files, len(args.files) > 1), args.out, explainer, _options(args), _report, on_error=fail,
         )
     except KeyboardInterrupt:
         _say("interrupted: finished outputs are complete; rerun to do the rest")
@@ -156,3 +192,49 @@ def _predict(args: argparse.Namespace, explainer, fail) -> int:
     if args.json:
         print(json.dumps(results, indent=2))
     return 1 if failures else 0
+
+
+class _ArchiveReport:
+    """Progress of ``batch`` on stderr: each failure and lost worker as it happens, the tally at most every
+    ``every`` seconds and at the end (an archive can have a million inputs; a log line each is too many).
+    """
+
+    def __init__(self, every: float = 10.0) -> None:
+        self.every = every
+        self.printed = 0.0
+
+    def __call__(self, progress) -> None:
+        if progress.message:
+            _say(f"warning: {progress.message}")
+        elif progress.last["status"] == "failed":
+            _say(f"error: {progress.last['error']}")
+        finished = progress.done + progress.failed == progress.total
+        if finished or progress.message or time.monotonic() - self.printed >= self.every:
+            self.printed = time.monotonic()
+            _say(progress.line())
+
+
+def _batch(args: argparse.Namespace) -> int:
+    from .archive import run_archive
+
+    try:
+        progress = run_archive(
+            args.input,
+            args.out,
+            _options(args),
+            ray_address=args.ray,
+            workers=args.workers,
+            batch_size=args.batch_size,
+            models=args.models,
+            progress=_ArchiveReport(),
+        )
+    except (ExplainerError, ValueError) as error:
+        if args.debug:
+            traceback.print_exc()
+        _say(f"error: {error}")
+        return 2
+    except KeyboardInterrupt:
+        _say("interrupted: finished outputs and their index rows are complete; rerun to do the rest")
+        return 130
+    print(args.out / "index.csv")
+    return 1 if progress.failed else 0

@@ -10,18 +10,26 @@ classifier to cross its decision threshold for one finding.
 * ``directions`` (EigenFind idea, "CheXplaining in Style", arXiv:2207.07553): a few global latent
   directions per finding, computed once per model (``Training/ChestXrayCounterfactualTraining/directions.py``);
   move along the best.
+
+Every method is written for one image but runs as a generator: each time it needs the decoder and the
+classifier it yields a :class:`Query` and is sent the :class:`Answer`. :func:`solve` runs any number of
+them side by side, answering all their pending queries with one batched pass per round, so a batch of
+radiographs shares every forward and backward pass while each keeps its own search, stopping rule and
+refinement; :func:`run` runs one.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field, replace
+from typing import TypeVar
 
 import torch
 
 from .errors import ExplainerError
 from .modelset import ModelSet
+
 #: Logit margin past the threshold a counterfactual aims for, so it does not sit on the boundary.
 MARGIN = 0.2
 #: Margins tried in turn when a counterfactual that crossed in model space does not cross once put
@@ -33,6 +41,8 @@ MARGINS = (MARGIN, 0.6, 1.5)
 DEADBAND = 1.0 / 255
 #: The largest mean absolute change of the image (display range 0-1) a search may reach.
 MAX_MEAN_CHANGE = 0.08
+#: How close (in logits) to a typical probability a "typical" counterfactual must come.
+REACHED = 0.5
 
 
 def logit(p: float) -> float:
@@ -62,14 +72,27 @@ class LatentProblem:
     evaluations: int = 0
     region: torch.Tensor | None = None  # optional (S, S) weight confining the change (local method)
     margin: float = MARGIN
+    typical: float | None = None  # a probability to reach beyond the threshold (the "typical" strength)
 
     @property
     def goal(self) -> float:
-        """The target logit: just past the threshold, on the chosen side."""
-        return logit(self.threshold) + self.sign * self.margin
+        """The target logit: just past the threshold on the chosen side, or the typical probability's logit
+        when that lies farther.
+        """
+        past_threshold = logit(self.threshold) + self.sign * self.margin
+        if self.typical is None:
+            return past_threshold
+        return self.sign * max(self.sign * past_threshold, self.sign * logit(self.typical))
 
     def crossed(self, logits: torch.Tensor) -> bool:
         return self.sign * (float(logits[self.target]) - logit(self.threshold)) > 0
+
+    def reached(self, logits: torch.Tensor) -> bool:
+        """Crossed, and (for the "typical" strength) within half a logit of the typical probability or past it."""
+        if self.typical is None:
+            return self.crossed(logits)
+        short = self.sign * (logit(self.typical) - float(logits[self.target]))
+        return self.crossed(logits) and short < REACHED
 
     def delivered(self, decoded: torch.Tensor) -> torch.Tensor:
         """The image shown to the user for a decoded latent: input + visible change, in [0, 1].
@@ -81,15 +104,104 @@ class LatentProblem:
         invisible = change * (change.abs() < DEADBAND)
         return (self.x + change - invisible.detach()).clamp(0, 1)
 
-    def judge(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(delivered image, logits) for latent ``z``; differentiable."""
+    def judge(self, z: torch.Tensor, objective: Objective) -> Steps[Answer]:
+        """The delivered image and logits for latent ``z``, and the gradient w.r.t. ``z`` of each output
+        of ``objective(image, logits)`` (a 1-D tensor), as ``answer.gradients`` (outputs first).
+        """
         self.evaluations += 1
-        image = self.delivered(self.models.autoencoder.decode(z))
-        return image, self.models.classifier(image)[0]
+        answer = yield Query(self, z, objective)
+        return answer
 
-    @torch.no_grad()
-    def evaluate(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.judge(z)
+    def evaluate(self, z: torch.Tensor) -> Steps[tuple[torch.Tensor, torch.Tensor]]:
+        """(delivered image, logits) for latent ``z``, without gradients."""
+        self.evaluations += 1
+        answer = yield Query(self, z)
+        return answer.image, answer.logits
+
+
+#: Maps (delivered image (1, 1, S, S), logits (K,)) to the 1-D tensor whose gradients a query asks for.
+Objective = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class Query:
+    """A method's request: decode ``z`` for ``problem`` and classify the delivered image (with the
+    gradients of ``objective`` when given).
+    """
+
+    problem: LatentProblem
+    z: torch.Tensor
+    objective: Objective | None = None
+
+
+@dataclass
+class Answer:
+    image: torch.Tensor  # the delivered image, (1, 1, S, S), detached
+    logits: torch.Tensor  # (K,), detached
+    gradients: torch.Tensor | None = None  # (outputs of the objective, *z.shape)
+
+
+_T = TypeVar("_T")
+#: A method's course for one image: yields queries, is sent answers, returns its result.
+Steps = Generator[Query, Answer, _T]
+
+
+def _answer(queries: list[Query]) -> list[Answer]:
+    """One batched decoder and classifier pass (forward, and backward where asked) for every query."""
+    models = queries[0].problem.models
+    z = torch.cat([q.z.detach() for q in queries])
+    wanted = [q.objective is not None for q in queries]
+    with torch.set_grad_enabled(any(wanted)):
+        if any(wanted):
+            z.requires_grad_(True)
+        decoded = models.autoencoder.decode(z)
+        images = torch.cat([q.problem.delivered(decoded[i : i + 1]) for i, q in enumerate(queries)])
+        logits = models.classifier(images)
+        gradients: list[torch.Tensor | None] = [None] * len(queries)
+        if any(wanted):
+            outputs = [
+                q.objective(images[i : i + 1], logits[i]) if q.objective else None for i, q in enumerate(queries)
+            ]
+            rows = max(len(o) for o in outputs if o is not None)
+            per_row = []
+            for row in range(rows):
+                total = torch.stack([o[row] for o in outputs if o is not None and row < len(o)]).sum()
+                per_row.append(torch.autograd.grad(total, z, retain_graph=row < rows - 1)[0])
+            for i, o in enumerate(outputs):
+                if o is not None:
+                    gradients[i] = torch.stack([per_row[row][i : i + 1] for row in range(len(o))])
+    return [Answer(images[i : i + 1].detach(), logits[i].detach(), gradients[i]) for i in range(len(queries))]
+
+
+def solve(courses: list[Steps[_T]]) -> list[_T]:
+    """Run every course to its result, answering the queries pending in each round in one batched pass
+    (queries with and without gradients apart, so a pass without gradients builds no graph).
+    """
+    results: list = [None] * len(courses)
+    pending: dict[int, Query] = {}
+
+    def advance(i: int, answer: Answer | None) -> None:
+        try:
+            pending[i] = courses[i].send(answer) if answer is not None else next(courses[i])
+        except StopIteration as done:
+            pending.pop(i, None)
+            results[i] = done.value
+
+    for i in range(len(courses)):
+        advance(i, None)
+    while pending:
+        queued = dict(pending)
+        for needs_gradients in (False, True):
+            group = [i for i, q in queued.items() if (q.objective is not None) == needs_gradients]
+            if group:
+                for i, answer in zip(group, _answer([queued[i] for i in group]), strict=True):
+                    advance(i, answer)
+    return results
+
+
+def run(course: Steps[_T]) -> _T:
+    """Run one course (one image) to its result."""
+    return solve([course])[0]
 
 
 @dataclass
@@ -109,8 +221,10 @@ def _regula_falsi(lo_a: float, lo_h: float, hi_a: float, hi_h: float) -> float:
     return min(max(a, lo_a + 0.1 * (hi_a - lo_a)), hi_a - 0.1 * (hi_a - lo_a))
 
 
-def line_search(problem: LatentProblem, direction: torch.Tensor, max_evaluations: int = 8) -> Counterfactual:
-    """Smallest step ``a`` along unit ``direction`` (in units of |z0|) whose image crosses the threshold.
+def line_search(problem: LatentProblem, direction: torch.Tensor, max_evaluations: int = 8) -> Steps[Counterfactual]:
+    """Smallest step ``a`` along unit ``direction`` (in units of |z0|) whose image crosses the threshold (and,
+    for the "typical" strength, reaches the typical probability: if the budget ends short of it, the farthest
+    step that crossed, marked ``short_of_typical``).
 
     The target logit is nearly linear in ``a``: secant steps extrapolate until the threshold is
     bracketed, then regula falsi refines until the result is within half a logit of the goal.
@@ -123,13 +237,14 @@ def line_search(problem: LatentProblem, direction: torch.Tensor, max_evaluations
 
     h0 = past_goal(problem.logits)
     lo_a, lo_h = 0.0, h0
-    hi = None  # (a, h, z, image, logits) of the smallest crossing step found
+    hi = None  # (a, h, z, image, logits) of the smallest step found that reaches the goal
+    short = None  # (a, z, image, logits) of the farthest step that crossed the threshold short of the goal
     a = 0.05
     for _ in range(max_evaluations):
         z = z0 + a * scale * direction
-        image, logits = problem.evaluate(z)
+        image, logits = yield from problem.evaluate(z)
         h = past_goal(logits)
-        if problem.crossed(logits):
+        if problem.reached(logits):
             if hi is None or a < hi[0]:
                 hi = (a, h, z, image, logits)
             if h <= 0.5:
@@ -137,6 +252,8 @@ def line_search(problem: LatentProblem, direction: torch.Tensor, max_evaluations
             a = _regula_falsi(lo_a, lo_h, hi[0], hi[1])
         else:
             lo_a, lo_h = a, h
+            if problem.crossed(logits):
+                short = (a, z, image, logits)
             if float((image - problem.x).abs().mean()) > MAX_MEAN_CHANGE:
                 break
             if hi is not None:
@@ -147,9 +264,13 @@ def line_search(problem: LatentProblem, direction: torch.Tensor, max_evaluations
                 a = min(max(a, 1.5 * lo_a), 4 * lo_a)
                 if a > 3.0:
                     break
+    if hi is None and short is not None:  # the threshold is crossed, the typical probability out of reach
+        a, z, image, logits = short
+        details = {"step": a, "evaluations": problem.evaluations, "short_of_typical": True}
+        return Counterfactual(z, image, logits, True, details=details)
     if hi is None:
         z = z0 + lo_a * scale * direction
-        image, logits = problem.evaluate(z) if lo_a > 0 else (problem.x, problem.logits)
+        image, logits = (yield from problem.evaluate(z)) if lo_a > 0 else (problem.x, problem.logits)
         return Counterfactual(z, image, logits, False, details={"step": lo_a, "evaluations": problem.evaluations})
     a, _, z, image, logits = hi
     return Counterfactual(z, image, logits, True, details={"step": a, "evaluations": problem.evaluations})
@@ -159,28 +280,28 @@ def path_between(start: torch.Tensor, end: torch.Tensor, frames: int) -> list[to
     return [start + (end - start) * t for t in torch.linspace(0, 1, frames).tolist()]
 
 
-def latent_shift(problem: LatentProblem, frames: int = 8, hold_others: bool = False) -> Counterfactual:
+def latent_shift(problem: LatentProblem, frames: int = 8, hold_others: bool = False) -> Steps[Counterfactual]:
     """One gradient of the finding's logit w.r.t. the latent, then a line search along it.
 
     With ``hold_others`` the gradient is first projected orthogonal to the other findings' logit
     gradients, so to first order the step moves only the chosen finding (one more backward pass
     per finding).
     """
-    z = problem.latent.detach().clone().requires_grad_(True)
-    with torch.enable_grad():
-        logits = problem.judge(z)[1]
-        if hold_others:
-            rows = [torch.autograd.grad(logits[i], z, retain_graph=True)[0].flatten() for i in range(len(logits))]
-            gradient = rows.pop(problem.target)
-            if rows:
-                others = torch.stack(rows, 1)
-                coefficients = torch.linalg.lstsq(others, gradient[:, None]).solution
-                gradient = gradient - (others @ coefficients)[:, 0]
-            gradient = gradient.view_as(z)
-        else:
-            logits[problem.target].backward()
-            assert z.grad is not None  # backward() has just filled the gradient of this leaf
-            gradient = z.grad.detach()
+    z, target = problem.latent, problem.target
+    if hold_others:
+        answer = yield from problem.judge(z, lambda image, logits: logits)
+        assert answer.gradients is not None  # asked for with an objective
+        rows = [row.flatten() for row in answer.gradients]
+        gradient = rows.pop(target)
+        if rows:
+            others = torch.stack(rows, 1)
+            coefficients = torch.linalg.lstsq(others, gradient[:, None]).solution
+            gradient = gradient - (others @ coefficients)[:, 0]
+        gradient = gradient.view_as(z)
+    else:
+        answer = yield from problem.judge(z, lambda image, logits: logits[target : target + 1])
+        assert answer.gradients is not None
+        gradient = answer.gradients[0]
     norm = gradient.norm()
     if norm == 0:
         return Counterfactual(
@@ -190,7 +311,7 @@ def latent_shift(problem: LatentProblem, frames: int = 8, hold_others: bool = Fa
             False,
             details={"reason": "the classifier's gradient is zero on this image"},
         )
-    result = line_search(problem, problem.sign * gradient / norm)
+    result = yield from line_search(problem, problem.sign * gradient / norm)
     result.path = path_between(problem.latent, result.latent, frames)
     return result
 
@@ -212,7 +333,7 @@ def local_counterfactual(
     lr: float = 0.02,
     others_weight: float = 1.0,
     proximity_weight: float = 20.0,
-) -> Counterfactual:
+) -> Steps[Counterfactual]:
     """Saliency-guided local counterfactual (the seed paper's idea, with the penalty made a constraint).
 
     The seed paper penalises change outside the saliency mask 1e5 times more than inside; here the
@@ -225,7 +346,7 @@ def local_counterfactual(
     for low in (0.6, 0.3, 0.0):  # widened until the finding can be flipped; 0: anywhere in the image
         region = saliency_region(saliency, problem.valid, low) if low else problem.valid
         local = replace(problem, region=region, evaluations=0)
-        start = latent_shift(local, frames, hold_others=True)
+        start = yield from latent_shift(local, frames, hold_others=True)
         evaluations += local.evaluations
         if start.crossed:
             break
@@ -236,21 +357,24 @@ def local_counterfactual(
         held = ((logits[others] - problem.logits[others]) ** 2).mean() if others.any() else logits.sum() * 0
         return others_weight * held + proximity_weight * (image - problem.x).abs().mean()
 
-    best, best_cost, steps = start, float(cost(start.image, start.logits)) if start.crossed else math.inf, 0
+    reached = start.crossed and local.reached(start.logits)
+    best, best_cost, steps = start, float(cost(start.image, start.logits)) if reached else math.inf, 0
     if start.crossed:
         z = start.latent.detach().clone().requires_grad_(True)
         optimizer = torch.optim.Adam([z], lr=lr)
+
+        def loss(image: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+            validity = torch.relu(problem.sign * (problem.goal - logits[problem.target]))
+            return (validity + cost(image, logits))[None]
+
         for steps in range(1, max_steps + 1):
-            with torch.enable_grad():
-                image, logits = local.judge(z)
-                validity = torch.relu(problem.sign * (problem.goal - logits[problem.target]))
-                current = cost(image, logits)
-                loss = validity + current
-            if local.crossed(logits.detach()) and float(current) < best_cost:
-                best = Counterfactual(z.detach().clone(), image.detach(), logits.detach(), True)
-                best_cost = float(current)
-            optimizer.zero_grad()
-            loss.backward()
+            answer = yield from local.judge(z, loss)
+            current = float(cost(answer.image, answer.logits))
+            if local.reached(answer.logits) and current < best_cost:
+                best = Counterfactual(z.detach().clone(), answer.image, answer.logits, True)
+                best_cost = current
+            assert answer.gradients is not None
+            z.grad = answer.gradients[0]
             optimizer.step()
         evaluations += local.evaluations
     best.weight = local.region
@@ -265,12 +389,12 @@ def local_counterfactual(
     return best
 
 
-def along_directions(problem: LatentProblem, directions: torch.Tensor, frames: int = 8) -> Counterfactual:
+def along_directions(problem: LatentProblem, directions: torch.Tensor, frames: int = 8) -> Steps[Counterfactual]:
     """Try the finding's stored directions in rank order; the first that crosses is the answer."""
     attempt = None
     for rank, direction in enumerate(directions):
         unit = problem.sign * direction.view_as(problem.latent) / direction.norm()
-        attempt = line_search(problem, unit, max_evaluations=6)
+        attempt = yield from line_search(problem, unit, max_evaluations=6)
         attempt.details["direction_rank"] = rank
         if attempt.crossed:
             break
@@ -287,15 +411,15 @@ def along_directions(problem: LatentProblem, directions: torch.Tensor, frames: i
     return attempt
 
 
-def _local(problem: LatentProblem, saliency: torch.Tensor, frames: int) -> Counterfactual:
+def _local(problem: LatentProblem, saliency: torch.Tensor, frames: int) -> Steps[Counterfactual]:
     return local_counterfactual(problem, saliency, frames)
 
 
-def _latent_shift(problem: LatentProblem, saliency: torch.Tensor, frames: int) -> Counterfactual:
+def _latent_shift(problem: LatentProblem, saliency: torch.Tensor, frames: int) -> Steps[Counterfactual]:
     return latent_shift(problem, frames)
 
 
-def _directions(problem: LatentProblem, saliency: torch.Tensor, frames: int) -> Counterfactual:
+def _directions(problem: LatentProblem, saliency: torch.Tensor, frames: int) -> Steps[Counterfactual]:
     finding = problem.models.findings[problem.target]
     stored = problem.models.directions.get(finding)
     if stored is None:
@@ -304,8 +428,8 @@ def _directions(problem: LatentProblem, saliency: torch.Tensor, frames: int) -> 
 
 
 #: The counterfactual methods by name (``methods.COUNTERFACTUAL_METHODS``), one signature each:
-#: (problem, saliency map in model space, animation frames) -> Counterfactual.
-COUNTERFACTUALS: dict[str, Callable[[LatentProblem, torch.Tensor, int], Counterfactual]] = {
+#: (problem, saliency map in model space, animation frames) -> the method's course (run it with ``solve``/``run``).
+COUNTERFACTUALS: dict[str, Callable[[LatentProblem, torch.Tensor, int], Steps[Counterfactual]]] = {
     "local": _local,
     "latent-shift": _latent_shift,
     "directions": _directions,

@@ -696,13 +696,13 @@ def _report(context: _Context, images: Sequence[Dataset]) -> hd.sr.Comprehensive
     return report
 
 
-def build_dicom(explanation: Explanation, model_set: dict, *, anonymize: bool = False) -> DicomOutputs:
+def build_dicom(explanation: Explanation, *, anonymize: bool = False) -> DicomOutputs:
     """The counterfactual, difference and saliency images and the report, in memory.
 
-    ``model_set`` is ``{"name": ..., "sha256": {part: digest}}`` as in ``explanation.json``, optionally
-    with ``"thresholds": {finding: threshold}`` so the report gives every finding's decision.
+    The model set is named as the explanation records it (``explanation.model_set``: name, sha256 of every
+    file, thresholds, so the report gives every finding's decision).
     """
-    context = _context(explanation, model_set, anonymize)
+    context = _context(explanation, explanation.model_set, anonymize)
     counterfactual = _image(context, _counterfactual_plan(context))
     difference = _image(context, _difference_plan(context, counterfactual))
     saliency = _image(context, _saliency_plan(context))
@@ -711,11 +711,11 @@ def build_dicom(explanation: Explanation, model_set: dict, *, anonymize: bool = 
     return DicomOutputs(objects, str(context.study.StudyInstanceUID), not context.linked, context.notes)
 
 
-def write_dicom(folder: Path, explanation: Explanation, model_set: dict, *, anonymize: bool = False) -> DicomOutputs:
+def write_dicom(folder: Path, explanation: Explanation, *, anonymize: bool = False) -> DicomOutputs:
     """Write the DICOM outputs (see :func:`build_dicom`) into ``folder`` as ``FILES``; every object is
     built before the first file is written.
     """
-    outputs = build_dicom(explanation, model_set, anonymize=anonymize)
+    outputs = build_dicom(explanation, anonymize=anonymize)
     folder.mkdir(parents=True, exist_ok=True)
     for name, instance in outputs.objects.items():
         instance.save_as(folder / name, enforce_file_format=True)

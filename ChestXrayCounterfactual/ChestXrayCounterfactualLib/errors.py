@@ -50,5 +50,11 @@ class ConstantImageError(InputError):
     """An image with one value everywhere: nothing for a classifier to see."""
 
 
+class NotExplainableError(InputError):
+    """A readable image the models were not made for (a CT slice, an ultrasound frame, a lateral view): refused
+    before explaining, by :func:`ChestXrayCounterfactualLib.gate.check_header`.
+    """
+
+
 class WeightsError(ExplainerError):
     """Model files that are missing, altered (sha256 mismatch) or not loadable safely."""

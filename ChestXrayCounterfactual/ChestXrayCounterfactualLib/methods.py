@@ -26,15 +26,25 @@ DEFAULT_SALIENCY = "grad-cam"
 #: "remove" pushes the finding's probability below its threshold, "add" above it.
 DIRECTIONS = ("remove", "add")
 
+STRENGTHS = {
+    "threshold": "just across the decision threshold (the smallest change that flips the decision)",
+    "typical": "to the probability of a typical image without the finding (with it, when adding): the median of "
+    "the validation images, stored with the model set",
+}
+#: How far a counterfactual goes unless told otherwise (see Testing/benchmarks/README.md for the figures).
+DEFAULT_STRENGTH = "threshold"
 
-def check(counterfactual: str, saliency: str, direction: str | None = None) -> None:
-    """Raise ``ValueError`` with a sentence for an unknown method or direction."""
+
+def check(counterfactual: str, saliency: str, direction: str | None = None, strength: str = DEFAULT_STRENGTH) -> None:
+    """Raise ``ValueError`` with a sentence for an unknown method, direction or strength."""
     if counterfactual not in COUNTERFACTUAL_METHODS:
         raise ValueError(f"unknown method {counterfactual!r}; choose from {', '.join(COUNTERFACTUAL_METHODS)}")
     if saliency not in SALIENCY_METHODS:
         raise ValueError(f"unknown saliency method {saliency!r}; choose from {', '.join(SALIENCY_METHODS)}")
     if direction is not None and direction not in DIRECTIONS:
         raise ValueError(f"unknown direction {direction!r}; choose remove or add")
+    if strength not in STRENGTHS:
+        raise ValueError(f"unknown strength {strength!r}; choose from {', '.join(STRENGTHS)}")
 
 
 def help_text(methods: dict[str, str]) -> str:

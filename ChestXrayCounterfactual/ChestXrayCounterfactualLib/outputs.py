@@ -13,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .engine import Explainer, Explanation
+from .engine import Explanation
+from .records import INTENDED_USE
 from .reader import WINDOW_KEY, Radiograph
 
 FILES = ("counterfactual.nrrd", "saliency.nrrd", "difference.nrrd", "overview.png", "frames.gif", "explanation.json")
@@ -80,26 +81,28 @@ def write_overview(path: Path, explanation: Explanation) -> None:
         for f, p in explanation.probabilities.items()
         if f != explanation.finding
     )
-    fig.text(
-        0.5,
-        0.02,
-        f"other findings: {others}   |   research and education only, not for diagnosis",
-        ha="center",
-        fontsize=10,
+    audit = "   ".join(
+        f"{name} {a['p_original']:.2f}->{a['p_counterfactual']:.2f} (threshold {a['threshold']:.2f})"
+        for name, a in explanation.audit.items()
     )
-    fig.tight_layout(rect=(0, 0.05, 1, 0.93))
+    lines = [f"other findings: {others}   |   {INTENDED_USE}"]
+    if audit:
+        lines.insert(0, f"independent models on {explanation.finding}: {audit}: {explanation.verdict}")
+    fig.text(0.5, 0.02, "\n".join(lines), ha="center", fontsize=10)
+    fig.tight_layout(rect=(0, 0.08 if audit else 0.05, 1, 0.93))
     fig.savefig(path)
     plt.close(fig)
 
 
-def write_gif(path: Path, frames: list[tuple[np.ndarray, float]], explanation: Explanation) -> None:
+def write_gif(path: Path, explanation: Explanation) -> None:
+    """The animation from the input to the counterfactual, cropped to the image (no padding), at twice model size."""
     from PIL import Image, ImageDraw
 
     g = explanation.geometry
     top, left = round(g.pad_top * g.size / g.side), round(g.pad_left * g.size / g.side)
     bottom, right = g.size - top, g.size - left
     images = []
-    for image, p in frames:
+    for image, p in explanation.model_frames():
         frame = (
             Image.fromarray(np.uint8(np.clip(image[top:bottom, left:right], 0, 1) * 255))
             .resize(((right - left) * 2, (bottom - top) * 2), Image.Resampling.BICUBIC)
@@ -111,47 +114,13 @@ def write_gif(path: Path, frames: list[tuple[np.ndarray, float]], explanation: E
     images[0].save(path, save_all=True, append_images=images[1:], duration=durations, loop=0)
 
 
-def explanation_record(explanation: Explanation, files: list[str], model_set: dict, anonymize: bool) -> dict:
-    r = explanation.radiograph
-    metadata = {k: v for k, v in r.metadata.items() if not (anonymize and k.endswith("_uid"))}
-    return {
-        "input": Path(r.source).name if anonymize else r.source,
-        "finding": explanation.finding,
-        "method": explanation.method,
-        "saliency": explanation.saliency_method,
-        "direction": explanation.direction,
-        "p_original": explanation.p_original,
-        "p_reconstruction": explanation.reconstruction_probabilities[explanation.finding],
-        "p_counterfactual": explanation.p_counterfactual,
-        "threshold": explanation.threshold,
-        "flipped": explanation.flipped,
-        "probabilities_original": explanation.probabilities,
-        "probabilities_counterfactual": explanation.counterfactual_probabilities,
-        "seconds": explanation.seconds,
-        "files": files,
-        "geometry": {
-            "rows": r.shape[0],
-            "columns": r.shape[1],
-            "spacing_mm": list(r.spacing),
-            "origin_lps": list(r.origin),
-            "direction": np.asarray(r.direction).tolist(),
-            "window": list(r.window),
-        },
-        "details": explanation.details,
-        "warnings": r.warnings,
-        "source_metadata": metadata,
-        "model_set": model_set,
-        "intended_use": "research and education, not for diagnosis",
-    }
-
-
-def write_dicom_outputs(folder: Path, explanation: Explanation, explainer: Explainer, anonymize: bool) -> dict:
+def write_dicom_outputs(folder: Path, explanation: Explanation, anonymize: bool) -> dict:
     """The DICOM objects in ``folder``; returns what the JSON record says of them (files relative to the
     explanation's folder, their study, and notes such as a new study for a non-DICOM input).
     """
     from .dicom_outputs import write_dicom
 
-    written = write_dicom(folder, explanation, explainer.models.identity(), anonymize=anonymize)
+    written = write_dicom(folder, explanation, anonymize=anonymize)
     return {
         "files": [f"{folder.name}/{path.name}" for path in written.files],
         "study_instance_uid": written.study_instance_uid,
@@ -163,7 +132,6 @@ def write_dicom_outputs(folder: Path, explanation: Explanation, explainer: Expla
 def write_explanation(
     folder: Path,
     explanation: Explanation,
-    explainer: Explainer,
     *,
     overwrite: bool = False,
     anonymize: bool = False,
@@ -187,19 +155,15 @@ def write_explanation(
         write_volume(partial / "saliency.nrrd", explanation.saliency, r, (0.0, 1.0))
         write_volume(partial / "difference.nrrd", explanation.difference, r, None)
         write_overview(partial / "overview.png", explanation)
-        explanation.seconds["write"] = round(time.perf_counter() - start, 4)
-        frames_start = time.perf_counter()
-        write_gif(partial / "frames.gif", explainer.frames(explanation), explanation)
-        explanation.seconds["animation"] = round(time.perf_counter() - frames_start, 4)
+        write_gif(partial / "frames.gif", explanation)
+        explanation.record_time("write", time.perf_counter() - start)
         dicom_record = None
         if dicom:
             dicom_start = time.perf_counter()
-            dicom_record = write_dicom_outputs(partial / DICOM_FOLDER, explanation, explainer, anonymize)
-            explanation.seconds["dicom"] = round(time.perf_counter() - dicom_start, 4)
-        explanation.seconds["total"] = round(sum(v for k, v in explanation.seconds.items() if k != "total"), 4)
-        model_set = explainer.models.identity()
-        files = list(FILES) + (dicom_record["files"] if dicom_record else [])
-        record = explanation_record(explanation, files, model_set, anonymize)
+            dicom_record = write_dicom_outputs(partial / DICOM_FOLDER, explanation, anonymize)
+            explanation.record_time("dicom", time.perf_counter() - dicom_start)
+        record = explanation.record(anonymize)
+        record["files"] = list(FILES) + (dicom_record["files"] if dicom_record else [])
         if dicom_record:
             record["dicom"] = {key: value for key, value in dicom_record.items() if key != "files"}
         (partial / "explanation.json").write_text(json.dumps(record, indent=2) + "\n")

@@ -27,6 +27,22 @@ if TYPE_CHECKING:
     from ChestXrayCounterfactualLib.reader import Radiograph
 
 ATTRIBUTE = "ChestXrayCounterfactual"
+#: The fields of an explanation's record kept on the counterfactual node (``ChestXrayCounterfactual.<field>``).
+FIGURES = (
+    "finding",
+    "method",
+    "saliency",
+    "direction",
+    "strength",
+    "p_original",
+    "p_counterfactual",
+    "threshold",
+    "flipped",
+    "verdict",
+    "auditors",
+    "seconds",
+    "model_set",
+)
 #: Slicer's own colour tables (loaded from its ColorFiles), by name: node ID, and the matplotlib map our
 #: fallback table copies where they are absent (slicer-core ships no colour files).
 SLICER_COLORS = {
@@ -71,9 +87,12 @@ def radiograph_from_volume(volume_node) -> Radiograph:
 
     Whether the node holds MONOCHROME1 values (and its window) is learned by comparing its voxels
     with the source file read by the engine's reader, so it does not matter whether the loader
-    inverted MONOCHROME1 (GDCM does, DCMTK and Slicer's DICOM plugin do not).
+    inverted MONOCHROME1 (GDCM does, DCMTK and Slicer's DICOM plugin do not). The source file's header
+    goes through the engine's input gate: a CT, MR, ... volume or a lateral view is refused with its
+    sentence, and the gate's notes become the radiograph's warnings.
     """
     from ChestXrayCounterfactualLib.errors import UnsupportedImageError
+    from ChestXrayCounterfactualLib.gate import check_header
     from ChestXrayCounterfactualLib.reader import Radiograph, read_radiograph, validate
 
     pixels = slicer.util.arrayFromVolume(volume_node)
@@ -87,13 +106,15 @@ def radiograph_from_volume(volume_node) -> Radiograph:
         pixels = pixels[0]
     pixels = np.asarray(pixels, dtype=np.float32).copy()
     spacing = tuple(float(s) for s in volume_node.GetSpacing()[:2])
-    window, inverted = None, False
+    window, inverted, notes = None, False, []
     path = source_file(volume_node)
     if path is not None:
         try:
             reference = read_radiograph(path)
         except Exception:  # an unreadable source only means we fall back to the display settings
             reference = None
+        if reference is not None:
+            notes = check_header(reference)
         if reference is not None and reference.shape == pixels.shape:
             shown = reference.display().ravel()
             inside = (shown > 0.02) & (shown < 0.98)
@@ -120,6 +141,7 @@ def radiograph_from_volume(volume_node) -> Radiograph:
         inverted=inverted,
         source=volume_node.GetName(),
         metadata={"volume_node": volume_node.GetID(), "source_file": str(path or "")},
+        warnings=notes,
     )
     return validate(volume_node.GetName(), radiograph)
 
@@ -268,18 +290,30 @@ def _style_difference(node, difference: np.ndarray) -> None:
 
 
 def _findings_table(volume_node, explanation: Explanation, thresholds: dict[str, float], study: int):
+    """One row per finding of the explained model (its probability on the input and on the counterfactual), then
+    one row per independent auditor for the explained finding.
+    """
     table = _our_node("vtkMRMLTableNode", f"{volume_node.GetName()} findings", Source=volume_node.GetID())
     table.RemoveAllColumns()
+    rows = [
+        (explanation.model_set["name"], f, p, explanation.counterfactual_probabilities[f], thresholds[f])
+        for f, p in explanation.probabilities.items()
+    ] + [
+        (name, explanation.finding, a["p_original"], a["p_counterfactual"], a["threshold"])
+        for name, a in explanation.audit.items()
+    ]
     columns = {
-        "Finding": list(explanation.probabilities),
-        "Probability": list(explanation.probabilities.values()),
-        "Threshold": [thresholds[f] for f in explanation.probabilities],
-        "Above threshold": [int(p >= thresholds[f]) for f, p in explanation.probabilities.items()],
+        "Model": [row[0] for row in rows],
+        "Finding": [row[1] for row in rows],
+        "Probability": [row[2] for row in rows],
+        "Counterfactual probability": [row[3] for row in rows],
+        "Threshold": [row[4] for row in rows],
+        "Above threshold": [int(row[2] >= row[4]) for row in rows],
     }
     import vtk
 
     for title, values in columns.items():
-        array = vtk.vtkStringArray() if title == "Finding" else vtk.vtkDoubleArray()
+        array = vtk.vtkStringArray() if title in ("Model", "Finding") else vtk.vtkDoubleArray()
         array.SetName(title)
         for value in values:
             array.InsertNextValue(value)
@@ -288,7 +322,7 @@ def _findings_table(volume_node, explanation: Explanation, thresholds: dict[str,
     return table
 
 
-def _sequence(volume_node, explanation: Explanation, engine: Explainer, study: int):
+def _sequence(volume_node, explanation: Explanation, study: int):
     scene = slicer.mrmlScene
     name = f"{volume_node.GetName()} latent shift {explanation.finding}"
     browser = None
@@ -298,9 +332,9 @@ def _sequence(volume_node, explanation: Explanation, engine: Explainer, study: i
     sequence.SetIndexUnit("")
     frame = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "frame (scratch)")
     try:
-        for i in range(len(explanation.path)):
+        for i in range(len(explanation.model_frame_changes)):
             frame.CopyOrientation(volume_node)
-            slicer.util.updateVolumeFromArray(frame, engine.frame_on_grid(explanation, i)[None])
+            slicer.util.updateVolumeFromArray(frame, explanation.frame_on_grid(i)[None])
             sequence.SetDataNodeAtValue(frame, str(i))
     finally:
         scene.RemoveNode(frame)
@@ -418,13 +452,13 @@ def explain_volume(
     direction: str | None = None,
     engine: Explainer | None = None,
     progress: ProgressCallback | None = None,
+    strength: str | None = None,
 ) -> dict:
     """Explain a radiograph volume and put the results in the scene; returns the nodes created.
 
     Keys: ``saliency``, ``counterfactual``, ``difference`` (volume nodes), ``sequence`` and
-    ``sequence_browser``, ``findings_table``, ``explanation`` (the engine's result) and ``figures``
-    (finding, method, probabilities, threshold, flipped, seconds: also set as attributes of the
-    counterfactual node).
+    ``sequence_browser``, ``findings_table``, ``explanation`` (the engine's result) and ``figures`` (the
+    ``FIGURES`` of its record, also set as attributes of the counterfactual node).
     """
     if volume_node is None or not volume_node.IsA("vtkMRMLScalarVolumeNode"):
         raise ValueError("choose a scalar volume (a radiograph) to explain")
@@ -439,6 +473,7 @@ def explain_volume(
         saliency or methods.DEFAULT_SALIENCY,
         direction,
         progress=progress,
+        strength=strength or methods.DEFAULT_STRENGTH,
     )
     study = _study_item(volume_node)
     finding = explanation.finding
@@ -452,25 +487,15 @@ def explain_volume(
     _style_difference(nodes["difference"], explanation.difference)
     if radiograph.inverted and volume_node.GetDisplayNode() is not None:
         volume_node.GetDisplayNode().SetAndObserveColorNodeID("vtkMRMLColorTableNodeInvertedGrey")
-    figures = {
-        "finding": finding,
-        "method": explanation.method,
-        "saliency": explanation.saliency_method,
-        "direction": explanation.direction,
-        "p_original": explanation.p_original,
-        "p_counterfactual": explanation.p_counterfactual,
-        "threshold": explanation.threshold,
-        "flipped": explanation.flipped,
-        "seconds": explanation.seconds,
-        "model_set": engine.models.name,
-    }
+    record = explanation.record()
+    figures = {key: record[key] for key in FIGURES}
     for key, value in figures.items():
         nodes["counterfactual"].SetAttribute(
             f"{ATTRIBUTE}.{key}", json.dumps(value) if not isinstance(value, str) else value,
         )
     for node in nodes.values():
         _place(node, study)
-    nodes["sequence"], nodes["sequence_browser"] = _sequence(volume_node, explanation, engine, study)
+    nodes["sequence"], nodes["sequence_browser"] = _sequence(volume_node, explanation, study)
     nodes["findings_table"] = _findings_table(volume_node, explanation, engine.models.thresholds, study)
     show_layers(volume_node, nodes["saliency"])
     nodes["explanation"] = explanation

@@ -22,8 +22,7 @@ IMAGES = ("counterfactual.dcm", "difference.dcm", "saliency.dcm")
 
 @pytest.fixture(scope="module")
 def model_set(explainer):
-    models = explainer.models
-    return {"name": models.name, "sha256": models.file_hashes, "thresholds": models.thresholds}
+    return explainer.models.identity()
 
 
 @pytest.fixture(scope="module")
@@ -40,10 +39,10 @@ def explain(explainer):
 
 
 @pytest.fixture(scope="module", params=[SAMPLE, MONOCHROME1], ids=["cr-monochrome2-8bit", "cr-monochrome1-15bit"])
-def case(request, explain, model_set, tmp_path_factory):
+def case(request, explain, tmp_path_factory):
     """(input path, its explanation, the written DicomOutputs) for one input."""
     explanation = explain(request.param)
-    return request.param, explanation, write_dicom(tmp_path_factory.mktemp("dicom"), explanation, model_set)
+    return request.param, explanation, write_dicom(tmp_path_factory.mktemp("dicom"), explanation)
 
 
 @pytest.fixture(scope="module")
@@ -168,9 +167,9 @@ def test_slicer_loads_the_counterfactual_on_the_input_grid(case, tmp_path):
         assert node.GetSpacing() == pytest.approx(original.GetSpacing())
 
 
-def test_anonymize_gives_a_new_study_without_the_input_identity(sample_explanation, model_set, tmp_path):
+def test_anonymize_gives_a_new_study_without_the_input_identity(sample_explanation, tmp_path):
     source = pydicom.dcmread(SAMPLE, stop_before_pixels=True)
-    written = write_dicom(tmp_path, sample_explanation, model_set, anonymize=True)
+    written = write_dicom(tmp_path, sample_explanation, anonymize=True)
     assert written.new_study and any("anonymized" in note for note in written.notes)
     identity = [source.StudyInstanceUID, source.SeriesInstanceUID, source.SOPInstanceUID, source.PatientID]
     studies = set()
@@ -186,13 +185,13 @@ def test_anonymize_gives_a_new_study_without_the_input_identity(sample_explanati
     assert difference.SourceImageSequence[0].ReferencedSOPInstanceUID == counterfactual.SOPInstanceUID
 
 
-def test_a_png_input_gets_a_new_study(sample_explanation, model_set, tmp_path):
+def test_a_png_input_gets_a_new_study(sample_explanation, tmp_path):
     from PIL import Image
 
     png = tmp_path / "sample.png"
     Image.fromarray(sample_explanation.radiograph.pixels.astype(np.uint8)).save(png)
     explanation = replace(sample_explanation, radiograph=read_radiograph(png))
-    written = write_dicom(tmp_path / "dicom", explanation, model_set)
+    written = write_dicom(tmp_path / "dicom", explanation)
     assert written.new_study and any("not a DICOM file" in note for note in written.notes)
     counterfactual = pydicom.dcmread(tmp_path / "dicom" / "counterfactual.dcm")
     assert counterfactual.StudyInstanceUID == written.study_instance_uid
@@ -206,7 +205,7 @@ def test_write_explanation_puts_the_dicom_objects_inside_its_atomic_folder(
     sample_explanation, explainer, tmp_path, monkeypatch,
 ):
     folder = tmp_path / "sample"
-    record = outputs.write_explanation(folder, sample_explanation, explainer, dicom=True)
+    record = outputs.write_explanation(folder, sample_explanation, dicom=True)
     assert sorted(p.name for p in (folder / "dicom").iterdir()) == sorted(FILES)
     assert set(record["files"]) == set(outputs.FILES) | {f"dicom/{name}" for name in FILES}
     assert record["dicom"]["new_study"] is False and record["seconds"]["dicom"] > 0
@@ -217,7 +216,7 @@ def test_write_explanation_puts_the_dicom_objects_inside_its_atomic_folder(
 
     monkeypatch.setattr("ChestXrayCounterfactualLib.dicom_outputs.write_dicom", broken)
     with pytest.raises(RuntimeError):
-        outputs.write_explanation(tmp_path / "again", sample_explanation, explainer, dicom=True)
+        outputs.write_explanation(tmp_path / "again", sample_explanation, dicom=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sample"]
 
 
@@ -238,14 +237,14 @@ def _voi_lut_monochrome1(tmp_path):
     return tmp_path / "voi_lut.dcm"
 
 
-def test_a_voi_lut_input_gets_an_encoding_for_the_values_the_reader_showed(sample_explanation, model_set, tmp_path):
+def test_a_voi_lut_input_gets_an_encoding_for_the_values_the_reader_showed(sample_explanation, tmp_path):
     radiograph = read_radiograph(_voi_lut_monochrome1(tmp_path))
     assert radiograph.metadata["window_from"] == "VOI LUT sequence"
     difference = sample_explanation.difference * 256
     explanation = replace(
         sample_explanation, radiograph=radiograph, counterfactual=radiograph.pixels + difference, difference=difference,
     )
-    write_dicom(tmp_path / "dicom", explanation, model_set)
+    write_dicom(tmp_path / "dicom", explanation)
     header = pydicom.dcmread(tmp_path / "dicom" / "counterfactual.dcm", stop_before_pixels=True)
     assert header.PhotometricInterpretation == "MONOCHROME1" and "VOILUTSequence" not in header
     back = read_radiograph(tmp_path / "dicom" / "counterfactual.dcm")
@@ -253,14 +252,14 @@ def test_a_voi_lut_input_gets_an_encoding_for_the_values_the_reader_showed(sampl
     assert back.window == pytest.approx(radiograph.window)
 
 
-def test_a_slicer_volume_explanation_joins_its_source_files_study(sample_explanation, model_set, tmp_path):
+def test_a_slicer_volume_explanation_joins_its_source_files_study(sample_explanation, tmp_path):
     pytest.importorskip("slicer", reason="needs slicer-core (pip install slicer-core)")
     from ChestXrayCounterfactualSlicer.scene import radiograph_from_volume
     from mrml_scene import load_dicom_file, new_scene
 
     _, _, volumes, _, _ = new_scene(str(tmp_path / "cache"))
     radiograph = radiograph_from_volume(load_dicom_file(volumes, SAMPLE))
-    written = write_dicom(tmp_path / "dicom", replace(sample_explanation, radiograph=radiograph), model_set)
+    written = write_dicom(tmp_path / "dicom", replace(sample_explanation, radiograph=radiograph))
     source = pydicom.dcmread(SAMPLE, stop_before_pixels=True)
     assert not written.new_study and written.study_instance_uid == source.StudyInstanceUID
     back = read_radiograph(tmp_path / "dicom" / "counterfactual.dcm")

@@ -99,11 +99,11 @@ def test_line_search_crosses_the_threshold_and_stops_near_the_goal(direction):
     sign, quadrant = CASES[direction]
     problem = toy_problem(toy_model_set(), toy_image(quadrant), sign)
     assert side(problem, problem.logits) < -1, "the toy image should start well on the other side"
-    result = cf.line_search(problem, toward(sign), max_evaluations=8)
+    result = cf.run(cf.line_search(problem, toward(sign), max_evaluations=8))
     assert result.crossed and side(problem, result.logits) > 0
     assert abs(float(result.logits[0]) - problem.goal) <= 0.5
     assert problem.evaluations <= 8
-    _, judged = problem.evaluate(result.latent)
+    _, judged = cf.run(problem.evaluate(result.latent))
     assert torch.equal(judged, result.logits), "the logits reported must be those of the latent returned"
 
 
@@ -112,7 +112,7 @@ def test_line_search_reports_no_crossing_along_a_direction_the_finding_ignores(d
     """A direction that cannot move the finding ends within its reach (a step of at most 3 |z0|), uncrossed."""
     sign, quadrant = CASES[direction]
     problem = toy_problem(toy_model_set(), toy_image(quadrant), sign)
-    result = cf.line_search(problem, elsewhere(), max_evaluations=8)
+    result = cf.run(cf.line_search(problem, elsewhere(), max_evaluations=8))
     assert not result.crossed and side(problem, result.logits) < 0
     assert 0 < result.details["step"] <= 3.0
 
@@ -121,14 +121,14 @@ def test_line_search_reports_no_crossing_along_a_direction_the_finding_ignores(d
 def test_uncrossed_line_search_stays_within_the_image_change_budget():
     """``MAX_MEAN_CHANGE`` is the largest mean change a search may reach: an uncrossed result keeps to it too."""
     problem = toy_problem(toy_model_set(), toy_image(PRESENT), sign=-1)
-    result = cf.line_search(problem, elsewhere())
+    result = cf.run(cf.line_search(problem, elsewhere()))
     assert float((result.image - problem.x).abs().mean()) <= cf.MAX_MEAN_CHANGE
 
 
 def test_line_search_reports_no_crossing_beyond_the_display_range():
     """Adding a finding that would need the quadrant brighter than white cannot cross: reported, not faked."""
     problem = toy_problem(toy_model_set(), toy_image(1.0), sign=1, threshold=0.999)
-    result = cf.line_search(problem, toward(1))
+    result = cf.run(cf.line_search(problem, toward(1)))
     assert not result.crossed and side(problem, result.logits) < 0
     assert float(result.image.max()) <= 1.0
 
@@ -144,7 +144,7 @@ def test_line_search_respects_its_evaluation_budget(budget):
     far threshold takes the search 4 passes, so smaller budgets stop it early).
     """
     problem = toy_problem(toy_model_set(), toy_image(PRESENT), sign=-1, threshold=0.3)
-    cf.line_search(problem, toward(-1), max_evaluations=budget)
+    cf.run(cf.line_search(problem, toward(-1), max_evaluations=budget))
     assert problem.evaluations <= budget
 
 
@@ -152,7 +152,7 @@ def test_line_search_respects_its_evaluation_budget(budget):
 def test_latent_shift_path_runs_from_the_input_to_the_result(frames):
     """The animation has ``frames`` latents, the first the input's, the last the counterfactual's."""
     problem = toy_problem(toy_model_set(), toy_image(PRESENT), sign=-1)
-    result = cf.latent_shift(problem, frames)
+    result = cf.run(cf.latent_shift(problem, frames))
     assert result.crossed
     assert len(result.path) == frames
     assert torch.equal(result.path[0], problem.latent)
@@ -163,7 +163,7 @@ def test_latent_shift_with_a_zero_gradient_returns_the_input_and_the_reason():
     """A finding the latent cannot move (no valid area to change) gives the input back, uncrossed, with a reason."""
     problem = toy_problem(toy_model_set(), toy_image(PRESENT), sign=-1)
     problem.valid = torch.zeros(SIZE, SIZE)
-    result = cf.latent_shift(problem)
+    result = cf.run(cf.latent_shift(problem))
     assert not result.crossed and torch.equal(result.image, problem.x)
     assert "zero" in result.details["reason"]
 
@@ -175,7 +175,7 @@ def test_latent_shift_holding_others_keeps_the_other_finding():
     drifts = {}
     for hold in (False, True):
         problem = toy_problem(toy_model_set(), toy_image(PRESENT), sign=-1)
-        result = cf.latent_shift(problem, hold_others=hold)
+        result = cf.run(cf.latent_shift(problem, hold_others=hold))
         assert result.crossed
         drifts[hold] = abs(float(result.logits[1] - problem.logits[1]))
     assert drifts[True] < 0.01 < drifts[False]
@@ -185,7 +185,7 @@ def test_along_directions_takes_the_first_stored_direction_that_crosses():
     """Stored directions are tried in rank order: one the finding ignores fails, the next one crosses."""
     problem = toy_problem(toy_model_set(), toy_image(PRESENT), sign=-1)
     stored = torch.stack([elsewhere().flatten(), latent_direction(quadrant_mask()).flatten()])
-    result = cf.along_directions(problem, stored, frames=4)
+    result = cf.run(cf.along_directions(problem, stored, frames=4))
     assert result.crossed and result.details["direction_rank"] == 1
     assert len(result.path) == 4 and side(problem, result.logits) > 0
 
@@ -193,6 +193,6 @@ def test_along_directions_takes_the_first_stored_direction_that_crosses():
 def test_along_directions_without_a_crossing_direction_says_so():
     """No stored direction at all, or none that crosses: the result is uncrossed and explains why."""
     problem = toy_problem(toy_model_set(), toy_image(PRESENT), sign=-1)
-    assert "no stored directions" in cf.along_directions(problem, torch.empty(0, 64)).details["reason"]
-    result = cf.along_directions(problem, elsewhere().flatten()[None])
+    assert "no stored directions" in cf.run(cf.along_directions(problem, torch.empty(0, 64))).details["reason"]
+    result = cf.run(cf.along_directions(problem, elsewhere().flatten()[None]))
     assert not result.crossed and result.details["direction_rank"] == 0

@@ -9,10 +9,12 @@ import numpy as np
 import pytest
 
 from ChestXrayCounterfactualLib.counterfactual import DEADBAND
-from ChestXrayCounterfactualLib.engine import Explainer
+from ChestXrayCounterfactualLib.engine import Explainer, NoFindingError
+from ChestXrayCounterfactualLib.errors import ExplainerError
+from ChestXrayCounterfactualLib.modelset import AuditorModel
 from ChestXrayCounterfactualLib.methods import COUNTERFACTUAL_METHODS
 from ChestXrayCounterfactualLib.reader import Radiograph
-from toy_models import FINDINGS, latent_direction, quadrant_mask, toy_model_set
+from toy_models import FINDINGS, QuadrantClassifier, latent_direction, quadrant_mask, toy_model_set
 
 pytestmark = pytest.mark.fast
 
@@ -53,7 +55,7 @@ def test_every_method_flips_the_finding_on_the_original_grid(explainer, method, 
     present = direction == "remove"
     assert (e.p_original >= e.threshold) == present and (e.p_counterfactual >= e.threshold) != present
     assert e.counterfactual.shape == e.difference.shape == e.saliency.shape == (ROWS, COLS)
-    assert len(e.path) == 5
+    assert len(e.model_frame_changes) == len(e.frame_probabilities) == 5
     np.testing.assert_array_equal(e.counterfactual[e.difference == 0], image.pixels[e.difference == 0])
     np.testing.assert_array_equal(e.counterfactual[FAR], image.pixels[FAR])
     assert np.abs(e.difference[e.difference != 0]).min() >= DEADBAND * WHITE * (1 - 1e-4)
@@ -78,3 +80,87 @@ def test_public_names_are_the_lazy_exports_and_all_resolve():
     assert engine.__all__ == sorted(engine._EXPORTS)
     for name in engine.__all__:
         assert getattr(engine, name).__name__ == name
+
+
+def test_the_explanation_is_complete_for_its_writers(explainer):
+    """Frames on both grids from the result alone (the first is the input, the last the delivered change), the
+    total kept by ``record_time``, and the record and summary line every writer uses.
+    """
+    image = radiograph(START["remove"])
+    e = explainer.explain(image, finding=FINDINGS[0], frames=4)
+    frames = e.model_frames()
+    assert len(frames) == 4 and [p for _, p in frames] == e.frame_probabilities
+    np.testing.assert_array_equal(frames[0][0], e.model_original)
+    np.testing.assert_array_equal(e.frame_on_grid(0), image.pixels)
+    assert frames[0][1] >= e.threshold > frames[-1][1]
+    assert e.frame_on_grid(3).shape == image.shape and not np.array_equal(e.frame_on_grid(3), image.pixels)
+    engine_total = e.seconds["total"]
+    e.record_time("write", 0.5)
+    assert e.seconds["total"] == pytest.approx(engine_total + 0.5, abs=1e-3)
+    record = e.record()
+    assert record["model_set"] == explainer.models.identity() and record["seconds"] is e.seconds
+    assert e.summary().startswith(f"{FINDINGS[0]} p {e.p_original:.3f} -> {e.p_counterfactual:.3f} ")
+    assert e.summary().endswith(f"flipped) in {e.seconds['total']:.1f} s")
+    anonymous = e.record(anonymize=True)
+    assert not any(key.endswith("_uid") for key in anonymous["source_metadata"])
+
+
+@pytest.mark.parametrize("method", COUNTERFACTUAL_METHODS)
+def test_a_batch_gives_what_one_by_one_gives(explainer, method):
+    """Images explained together share every pass yet each keeps its own search: the finding removed from one
+    and added to the other, results equal to explaining them one at a time (to float rounding of batched
+    convolutions), and an image with no finding above threshold gets its error in its place.
+    """
+    images = [radiograph(START["remove"]), radiograph(START["add"])]
+    batch = explainer.explain_batch(images, finding=FINDINGS[0], method=method, frames=4)
+    for image, together in zip(images, batch, strict=True):
+        alone = explainer.explain(image, finding=FINDINGS[0], method=method, frames=4)
+        assert isinstance(together, type(alone)) and together.direction == alone.direction
+        assert together.p_counterfactual == pytest.approx(alone.p_counterfactual, abs=1e-5)
+        np.testing.assert_allclose(together.counterfactual, alone.counterfactual, atol=WHITE * 1e-4)
+        np.testing.assert_allclose(together.saliency, alone.saliency, atol=1e-5)
+        assert together.details["batch_size"] == 2
+    absent = explainer.explain_batch([images[1], images[0]], method=method, frames=4)
+    assert isinstance(absent[0], NoFindingError) and absent[1].flipped
+
+
+def test_independent_auditors_judge_the_delivered_counterfactual():
+    """An auditor that reads the finding where the model does agrees; one that reads the finding elsewhere is not
+    moved by a change confined to the model's region, and the verdict says who changed their mind.
+    """
+    reader, blind = QuadrantClassifier(gain=8.0), QuadrantClassifier()
+    blind.findings = list(reversed(FINDINGS))  # its "Toy finding" reads everything but the quadrant
+    models = toy_model_set()
+    models.auditors = [
+        AuditorModel("reader", reader, {FINDINGS[0]: 0.5}),
+        AuditorModel("blind", blind, {FINDINGS[0]: 0.05}),
+    ]
+    e = Explainer(models).explain(radiograph(START["remove"]), finding=FINDINGS[0], method="local")
+    assert e.flipped and set(e.audit) == {"reader", "blind"}
+    reader_says = e.audit["reader"]
+    assert reader_says["saw"] and reader_says["agrees"]
+    assert reader_says["p_counterfactual"] < 0.5 < reader_says["p_original"]
+    assert not e.audit["blind"]["agrees"] and not e.audit["blind"]["moved"]
+    assert e.verdict == "1 of 2 independent models agree" and e.verdict in e.summary()
+    models.auditors = models.auditors[1:]
+    alone = Explainer(models).explain(radiograph(START["remove"]), finding=FINDINGS[0], method="local")
+    assert alone.verdict.startswith("only the explained model changed its mind")
+    assert alone.record()["auditors"]["blind"] == alone.audit["blind"]
+
+
+@pytest.mark.parametrize("method", COUNTERFACTUAL_METHODS)
+def test_typical_strength_goes_past_the_threshold_to_the_typical_probability(explainer, method):
+    """"typical" aims at the stored median probability of images without the finding (with it, when adding), so it
+    goes farther than "threshold"; a model set without typical probabilities refuses it with a sentence.
+    """
+    image = radiograph(START["remove"])
+    just = explainer.explain(image, finding=FINDINGS[0], method=method, frames=3)
+    explainer.models.typical = {"absent": {FINDINGS[0]: 0.1}, "present": {FINDINGS[0]: 0.9}}
+    try:
+        typical = explainer.explain(image, finding=FINDINGS[0], method=method, frames=3, strength="typical")
+    finally:
+        explainer.models.typical = {}
+    assert typical.flipped and typical.strength == "typical" and typical.record()["strength"] == "typical"
+    assert typical.p_counterfactual < min(0.2, just.p_counterfactual)
+    with pytest.raises(ExplainerError, match="no typical probabilities"):
+        explainer.explain(image, finding=FINDINGS[0], method=method, strength="typical")

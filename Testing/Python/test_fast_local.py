@@ -62,7 +62,7 @@ def test_saliency_region_ramps_from_the_low_to_the_high_quantile_on_the_valid_ar
 def test_local_change_is_confined_to_the_saliency_region():
     """Outside the region the local method settles on, the delivered image keeps every input value exactly."""
     problem = toy_problem(toy_model_set(), toy_image(PRESENT), sign=-1)
-    result = cf.local_counterfactual(problem, bump_on_quadrant())
+    result = cf.run(cf.local_counterfactual(problem, bump_on_quadrant()))
     assert result.crossed and result.details["region_quantile"] == 0.6
     region = cf.saliency_region(bump_on_quadrant(), VALID, 0.6)
     assert torch.equal(result.weight, region)
@@ -78,7 +78,7 @@ def test_local_widens_the_region_until_the_finding_flips(saliency, quantile):
     area) as a last resort; the result records which region it used, and that region is its change weight.
     """
     problem = toy_problem(toy_model_set(), toy_image(PRESENT), sign=-1)
-    result = cf.local_counterfactual(problem, saliency())
+    result = cf.run(cf.local_counterfactual(problem, saliency()))
     assert result.crossed and result.details["region_quantile"] == quantile
     expected = cf.saliency_region(saliency(), VALID, quantile) if quantile else VALID
     assert torch.equal(result.weight, expected)
@@ -88,7 +88,7 @@ def test_local_widens_the_region_until_the_finding_flips(saliency, quantile):
 def test_local_that_cannot_flip_anywhere_reports_it_without_refining():
     """Adding a finding beyond the display range fails in every region: uncrossed, no refinement steps."""
     problem = toy_problem(toy_model_set(), toy_image(1.0), sign=1, threshold=0.999)
-    result = cf.local_counterfactual(problem, bump_on_quadrant())
+    result = cf.run(cf.local_counterfactual(problem, bump_on_quadrant()))
     assert not result.crossed and not problem.crossed(result.logits)
     assert result.details["region_quantile"] == 0.0 and result.details["optimisation_steps"] == 0
 
@@ -101,8 +101,8 @@ def test_local_refinement_never_raises_the_cost_of_its_start_and_stays_crossed(q
     weights = {"others_weight": 1.0, "proximity_weight": 20.0}
     problem = toy_problem(toy_model_set(), toy_image(quadrant), sign=-1)
     region = cf.saliency_region(bump_on_quadrant(), VALID, 0.6)
-    start = cf.latent_shift(replace(problem, region=region), hold_others=True)
-    result = cf.local_counterfactual(problem, bump_on_quadrant(), **weights)
+    start = cf.run(cf.latent_shift(replace(problem, region=region), hold_others=True))
+    result = cf.run(cf.local_counterfactual(problem, bump_on_quadrant(), **weights))
     assert start.crossed and result.crossed and problem.crossed(result.logits)
     assert (problem.sign * (float(start.logits[0]) - problem.goal) > 0) == overshoots
     before, after = cost(problem, start, *weights.values()), cost(problem, result, *weights.values())
@@ -113,7 +113,7 @@ def test_local_refinement_never_raises_the_cost_of_its_start_and_stays_crossed(q
 def test_local_refinement_takes_at_most_its_steps(max_steps):
     """``max_steps`` bounds the refinement; the animation has ``frames`` latents from the input to the result."""
     problem = toy_problem(toy_model_set(), toy_image(PRESENT), sign=-1)
-    result = cf.local_counterfactual(problem, bump_on_quadrant(), frames=4, max_steps=max_steps)
+    result = cf.run(cf.local_counterfactual(problem, bump_on_quadrant(), frames=4, max_steps=max_steps))
     assert result.crossed and result.details["optimisation_steps"] == max_steps
     assert len(result.path) == 4 and torch.equal(result.path[0], problem.latent)
     assert torch.allclose(result.path[-1], result.latent)
@@ -126,5 +126,5 @@ def test_local_reports_the_evaluations_it_made():
     problem = toy_problem(models, toy_image(PRESENT), sign=-1)
     decode, calls = models.autoencoder.decode, []
     models.autoencoder.decode = lambda z: calls.append(1) or decode(z)
-    result = cf.local_counterfactual(problem, bump_on_quadrant(), max_steps=3)
+    result = cf.run(cf.local_counterfactual(problem, bump_on_quadrant(), max_steps=3))
     assert result.details["evaluations"] == len(calls)

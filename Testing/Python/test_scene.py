@@ -71,10 +71,11 @@ def test_colour_tables_layers_and_hierarchy(explained):
     assert study
     for key in ("saliency", "counterfactual", "difference", "sequence", "findings_table"):
         assert sh.GetItemParent(sh.GetItemByDataNode(nodes[key])) == study, key
-    assert nodes["sequence"].GetNumberOfDataNodes() == len(nodes["explanation"].path) >= 2
+    assert nodes["sequence"].GetNumberOfDataNodes() == len(nodes["explanation"].model_frame_changes) >= 2
     assert nodes["sequence_browser"].GetPlaybackLooped()
     table = nodes["findings_table"]
-    assert table.GetNumberOfRows() == len(nodes["explanation"].probabilities)
+    explanation = nodes["explanation"]
+    assert table.GetNumberOfRows() == len(explanation.probabilities) + len(explanation.audit)
     assert nodes["counterfactual"].GetAttribute("ChestXrayCounterfactual.flipped") in ("true", "false")
 
 
@@ -167,3 +168,21 @@ def test_bad_volume_input_raises_one_sentence(mrml, explainer):
 
     with pytest.raises(ConstantImageError, match="blank"):
         cxr_scene.explain_volume(flat, engine=explainer)
+
+
+def test_a_volume_from_a_ct_file_is_refused_by_the_input_gate(mrml, explainer):
+    """A volume's source file goes through the engine's gate: a CT slice loaded in Slicer is refused with the
+    sentence naming it, before anything is added to the scene.
+    """
+    from pathlib import Path
+
+    from pydicom.data import get_testdata_file
+
+    from ChestXrayCounterfactualLib.errors import NotExplainableError
+
+    scene, _, volumes, _, _ = mrml
+    volume = load_dicom_file(volumes, Path(get_testdata_file("CT_small.dcm")))
+    before = scene.GetNumberOfNodes()
+    with pytest.raises(NotExplainableError, match=r"a CT image \(Modality CT\), not a projection radiograph"):
+        cxr_scene.explain_volume(volume, engine=explainer)
+    assert scene.GetNumberOfNodes() == before

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import torch
 
+from ChestXrayCounterfactualLib.modelset import Auditor, default_weights_dir, load_model_set, sha256_of
 from ChestXrayCounterfactualTraining.__main__ import DEFAULT_FINDINGS, by_split
+from ChestXrayCounterfactualTraining.auditors import publish_auditors
 from ChestXrayCounterfactualTraining.autoencoder import train_autoencoder
 from ChestXrayCounterfactualTraining.classifier import train_classifier
 from ChestXrayCounterfactualTraining.data import read_records
@@ -41,3 +44,29 @@ def test_training_checkpoints_resumes_and_exports_half_precision(tmp_path):
     ae = train_autoencoder(train[:8], validation[:4], tmp_path, epochs=1, batch_size=4, workers=0)
     assert ae["latent_shape"] == [32, 14, 14] and 0 < ae["validation"]["ssim"] <= 1
     assert json.loads((tmp_path / "autoencoder_summary.json").read_text())["epochs_run"] == 1
+
+
+def test_an_auditor_trains_like_the_classifier_and_is_published_into_the_model_set(tmp_path):
+    """An auditor (another architecture) trains, checkpoints and exports like the classifier, under its own name;
+    publishing enters it in a copy of the bundled model set with its sha256 and test metrics, with the typical
+    probabilities, and the model set then loads it (verified) as one of its auditors.
+    """
+    records = read_records(shared("nih", "labels.csv"), DEFAULT_FINDINGS)
+    splits = by_split(records, seed=0)
+    small = {"train": splits["train"][:16], "validation": splits["validation"][:24], "test": splits["test"][:24]}
+    run, weights = tmp_path / "run", tmp_path / "weights"
+    shutil.copytree(default_weights_dir(), weights)
+    auditor = Auditor(DEFAULT_FINDINGS, "densenet-small")
+    summary = train_classifier(
+        small["train"], small["validation"], DEFAULT_FINDINGS, run, epochs=1, batch_size=8, workers=0,
+        model=auditor, name="auditor-densenet-small",
+    )
+    assert summary["epochs_run"] == 1 and (run / "auditor-densenet-small.log").exists()
+    card = publish_auditors(run, weights, small, ["densenet-small"])
+    entry = card["auditors"]["auditor-densenet-small"]
+    assert set(entry["test_metrics"]) == set(DEFAULT_FINDINGS) and entry["architecture"] == "densenet-small"
+    assert card["files"]["auditor-densenet-small"]["sha256"] == sha256_of(weights / "auditor-densenet-small.pt")
+    assert set(card["typical_probabilities"]) == {"absent", "present"}
+    assert "## Independent auditors" in (weights / "MODEL_CARD.md").read_text()
+    models = load_model_set(weights)
+    assert [a.name for a in models.auditors] == ["auditor-densenet-small"] and models.typical

@@ -75,7 +75,7 @@ class QuadrantClassifier(nn.Module):
 
 
 class BlockAutoencoder(nn.Module):
-    """Encoder: ``BLOCK`` x ``BLOCK`` block means; decoder: nearest upsampling plus ``leak`` x the latent's mean.
+    """Encoder: ``BLOCK`` x ``BLOCK`` block means; decoder: nearest upsampling plus ``leak`` x each latent's mean.
 
     It offers what the engine asks of ``models.Autoencoder``: ``encode``, ``decode`` and ``forward``.
     """
@@ -89,7 +89,7 @@ class BlockAutoencoder(nn.Module):
         return F.avg_pool2d(x, BLOCK)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        return F.interpolate(z, scale_factor=BLOCK, mode="nearest") + self.leak * z.mean()
+        return F.interpolate(z, scale_factor=BLOCK, mode="nearest") + self.leak * z.mean(dim=(1, 2, 3), keepdim=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.decode(self.encode(x))

@@ -2,6 +2,9 @@
 
     python -m ChestXrayCounterfactualTraining classifier  --data ../shared/data --run runs/main
     python -m ChestXrayCounterfactualTraining autoencoder --data ../shared/data --run runs/main
+    python -m ChestXrayCounterfactualTraining auditor  --data ../shared/data --run runs/aud --arch regnet_y_400mf
+    python -m ChestXrayCounterfactualTraining publish-auditors --data ../shared/data --run runs/aud --weights weights
+    python -m ChestXrayCounterfactualTraining ood-reference --data ../shared/data --run runs/main --weights weights
 
 ``--data`` is a folder holding ``nih/labels.csv`` + ``nih/images/`` (or pass ``--labels`` for the
 official ``Data_Entry_2017.csv``) and optionally ``mhh_covid19/`` (extra unlabelled anatomy for the
@@ -17,11 +20,13 @@ from pathlib import Path
 
 import torch
 
-from ChestXrayCounterfactualLib.modelset import Classifier
+from ChestXrayCounterfactualLib.modelset import AUDITOR_ARCHITECTURES, Auditor, Classifier
 
+from .auditors import publish_auditors
 from .autoencoder import train_autoencoder
 from .classifier import train_classifier
 from .data import Record, read_records, split_of, write_split_file
+from .ood_reference import write_ood_reference
 from .publish import publish
 
 DEFAULT_FINDINGS = ["Atelectasis", "Cardiomegaly", "Effusion", "Pneumothorax"]
@@ -75,7 +80,10 @@ def main(argv: list[str] | None = None) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("step", choices=["split", "classifier", "autoencoder", "publish"])
+    parser.add_argument(
+        "step",
+        choices=["split", "classifier", "auditor", "autoencoder", "publish", "publish-auditors", "ood-reference"],
+    )
     parser.add_argument("--data", required=True, help="data folder (ours: ../shared/data)")
     parser.add_argument("--run", required=True, help="output folder for checkpoints, logs and weights")
     parser.add_argument("--labels", help="label CSV instead of DATA/nih/labels.csv (e.g. Data_Entry_2017.csv)")
@@ -98,7 +106,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--classifier", help="classifier.pt for the autoencoder's consistency loss")
     parser.add_argument("--consistency-weight", type=float, default=1.0)
-    parser.add_argument("--weights", default="weights", help="publish: the model set folder to write")
+    parser.add_argument(
+        "--arch", nargs="+", choices=AUDITOR_ARCHITECTURES, help="auditor: its architecture; publish-auditors: theirs",
+    )
+    parser.add_argument(
+        "--weights", default="weights", help="publish: the model set folder to write; ood-reference: the one to read",
+    )
     parser.add_argument("--init", help="autoencoder weights to start from (fine-tuning)")
     parser.add_argument(
         "--max-minutes",
@@ -110,7 +123,7 @@ def main(argv: list[str] | None = None) -> None:
     run = Path(args.run)
     run.mkdir(parents=True, exist_ok=True)
     extra = {k: v for k, v in {"epochs": args.epochs, "lr": args.lr}.items() if v is not None}
-    if args.weight_decay is not None and args.step == "classifier":
+    if args.weight_decay is not None and args.step in ("classifier", "auditor"):
         extra["weight_decay"] = args.weight_decay
     extra["max_minutes"] = args.max_minutes
     records = labelled_records(args)
@@ -137,6 +150,24 @@ def main(argv: list[str] | None = None) -> None:
             device=args.device,
             **extra,
         )
+    elif args.step == "auditor":
+        if not args.arch or len(args.arch) != 1:
+            parser.error("auditor needs one --arch")
+        train_classifier(
+            splits["train"],
+            splits["validation"],
+            args.findings,
+            run,
+            batch_size=args.batch_size,
+            seed=args.seed,
+            workers=args.workers,
+            device=args.device,
+            model=Auditor(args.findings, args.arch[0]),
+            name=f"auditor-{args.arch[0]}",
+            **extra,
+        )
+    elif args.step == "publish-auditors":
+        publish_auditors(run, Path(args.weights), splits, args.arch or list(AUDITOR_ARCHITECTURES))
     elif args.step == "publish":
         unlabelled = by_split(unlabelled_records(Path(args.data), len(args.findings)), args.split_seed)
         summary = {
@@ -149,6 +180,9 @@ def main(argv: list[str] | None = None) -> None:
             },
         }
         publish(run, Path(args.weights), splits, unlabelled["test"], args.findings, summary)
+    elif args.step == "ood-reference":
+        unlabelled = by_split(unlabelled_records(Path(args.data), len(args.findings)), args.split_seed)
+        print(f"wrote {write_ood_reference(Path(args.weights), splits, unlabelled)}")
     else:
         extra["init"] = Path(args.init) if args.init else None
         unlabelled = by_split(unlabelled_records(Path(args.data), len(args.findings)), args.split_seed)

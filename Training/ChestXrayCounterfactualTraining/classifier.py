@@ -54,12 +54,18 @@ def train_classifier(
     workers: int = 2,
     device: str = "cpu",
     max_minutes: float = math.inf,
+    model: torch.nn.Module | None = None,
+    name: str = "classifier",
 ) -> dict:
-    """Train, keep the best EMA weights by mean validation AUC, write ``classifier.pt`` + summary JSON."""
+    """Train, keep the best EMA weights by mean validation AUC, write ``<name>.pt`` + summary JSON.
+
+    ``model`` defaults to the bundled ``Classifier``; an ``Auditor`` is trained the same way under its own
+    ``name`` (its files and log are named after it).
+    """
     dev = torch.device(device)
-    log = make_logger(out_dir, "classifier")
+    log = make_logger(out_dir, name)
     seed_everything(seed)
-    model = Classifier(findings).to(dev)
+    model = (model or Classifier(findings)).to(dev)
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(0.99), use_buffers=True)
     cost = CostMeter(dev)
     budget = max_minutes * 60
@@ -76,7 +82,7 @@ def train_classifier(
     train_loader, val_loader = loaders(train, validation, batch_size, workers, seed)
 
     state = {"epoch": 0, "best_auc": -1.0, "best_epoch": -1, "history": [], "seconds": 0.0}
-    checkpoint = load_checkpoint(out_dir / "classifier_checkpoint.pt")
+    checkpoint = load_checkpoint(out_dir / f"{name}_checkpoint.pt")
     if checkpoint:
         model.load_state_dict(checkpoint["model"])
         ema.load_state_dict(checkpoint["ema"])
@@ -86,7 +92,8 @@ def train_classifier(
         torch.set_rng_state(checkpoint["rng"])
         log.info("resumed at epoch %d (best mean AUC %.4f)", state["epoch"], state["best_auc"])
     log.info(
-        "classifier: %d train / %d validation images, findings %s, device %s",
+        "%s: %d train / %d validation images, findings %s, device %s",
+        name,
         len(train),
         len(validation),
         findings,
@@ -112,7 +119,7 @@ def train_classifier(
         state["history"].append({"epoch": state["epoch"], "loss": running / len(train_loader), "val_auc": aucs})
         if mean_auc > state["best_auc"]:
             state.update(best_auc=mean_auc, best_epoch=state["epoch"])
-            torch.save(ema.module.state_dict(), out_dir / "classifier_best.pt")
+            torch.save(ema.module.state_dict(), out_dir / f"{name}_best.pt")
         log.info(
             "epoch %3d loss %.4f val AUC %s mean %.4f (best %.4f @%d)",
             state["epoch"],
@@ -123,7 +130,7 @@ def train_classifier(
             state["best_epoch"],
         )
         save_checkpoint(
-            out_dir / "classifier_checkpoint.pt",
+            out_dir / f"{name}_checkpoint.pt",
             {
                 "model": model.state_dict(),
                 "ema": ema.state_dict(),
@@ -133,10 +140,10 @@ def train_classifier(
                 "rng": torch.get_rng_state(),
             },
         )
-    model.load_state_dict(torch.load(out_dir / "classifier_best.pt", map_location=dev, weights_only=True))
+    model.load_state_dict(torch.load(out_dir / f"{name}_best.pt", map_location=dev, weights_only=True))
     probs, val_labels = predict_probabilities(model, val_loader, dev)
     thresholds = {f: youden_threshold(val_labels[:, i], probs[:, i]) for i, f in enumerate(findings)}
-    torch.save(half_state_dict(model), out_dir / "classifier.pt")
+    torch.save(half_state_dict(model), out_dir / f"{name}.pt")
     summary = {
         "findings": findings,
         "thresholds": thresholds,
@@ -149,6 +156,6 @@ def train_classifier(
         "batch_size": batch_size,
         "cost": cost.report(state["seconds"]),
     }
-    write_json(out_dir / "classifier_summary.json", summary)
+    write_json(out_dir / f"{name}_summary.json", summary)
     log.info("done: %s", summary)
     return summary

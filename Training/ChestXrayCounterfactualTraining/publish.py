@@ -180,6 +180,42 @@ def publish(
     return card
 
 
+def auditors_section(card: dict) -> str:
+    """The independent auditors' test metrics and the typical probabilities, when the card has them."""
+    if not card.get("auditors"):
+        return ""
+    rows = "\n".join(
+        f"| {name} | {f} | {m['auc']:.3f} ({m['auc_95ci'][0]:.3f}-{m['auc_95ci'][1]:.3f}) | "
+        f"{entry['thresholds'][f]:.3f} | {m['sensitivity']:.2f} | {m['specificity']:.2f} |"
+        for name, entry in card["auditors"].items()
+        for f, m in entry["test_metrics"].items()
+    )
+    trained = "; ".join(
+        f"{name}: {entry['architecture']} at {entry['resolution']} px, seed {entry['seed']}, best epoch "
+        f"{entry['training']['best_epoch']} of {entry['training']['epochs_run']}, {entry['training']['cost']['device']}"
+        for name, entry in card["auditors"].items()
+    )
+    typical = card.get("typical_probabilities", {})
+    typical_rows = "\n".join(
+        f"| {f} | {typical['absent'][f]:.3f} | {typical['present'][f]:.3f} |" for f in typical.get("absent", {})
+    )
+    return f"""## Independent auditors (judge counterfactuals they did not steer)
+Other architectures and seeds than the classifier, trained on its training split only (thresholds: Youden's J on
+validation), never shown a validation or test image in training. {trained}. Test split, same images as above:
+
+| Auditor | Finding | AUC (95% bootstrap CI) | Threshold | Sensitivity | Specificity |
+|---|---|---|---|---|---|
+{rows}
+
+Typical probabilities (the "typical" strength aims for these): the classifier's median on validation images
+
+| Finding | without the finding | with the finding |
+|---|---|---|
+{typical_rows}
+
+"""
+
+
 def render_card(card: dict) -> str:
     m = card["test_metrics"]
     rows = "\n".join(
@@ -225,7 +261,7 @@ Autoencoder: MAE {ae["mae"]:.4f} (95% CI {ae["mae_95ci"][0]:.4f}-{ae["mae_95ci"]
 {ood_line}
 Targets set for this model: Cardiomegaly AUC >= 0.85, Effusion AUC >= 0.82, SSIM >= 0.90, mean |dp| <= 0.05.
 
-## Training data
+{auditors_section(card)}## Training data
 {json.dumps(data, indent=2)}
 
 Splits are by patient (sha256 of seed and patient id), written to `splits.csv`. NIH labels were mined

@@ -10,13 +10,16 @@ from __future__ import annotations
 from pathlib import Path
 
 from .bundled import CARD_NAME, default_weights_dir, load_bundled, sha256_of
-from .interface import AutoencoderNetwork, ClassifierNetwork, ModelSet
-from .networks import CLASSIFIER_NORMALISATION, Autoencoder, Classifier
+from .interface import AuditorModel, AutoencoderNetwork, ClassifierNetwork, ModelSet
+from .networks import AUDITOR_ARCHITECTURES, CLASSIFIER_NORMALISATION, Auditor, Autoencoder, Classifier
 from .spec import SpecError, export_torchscript, load_spec
 
 __all__ = [
+    "AUDITOR_ARCHITECTURES",
     "CARD_NAME",
     "CLASSIFIER_NORMALISATION",
+    "Auditor",
+    "AuditorModel",
     "Autoencoder",
     "AutoencoderNetwork",
     "Classifier",

@@ -14,8 +14,8 @@ import torch
 
 from ..errors import WeightsError
 from ..geometry import MODEL_SIZE
-from .interface import ModelSet
-from .networks import Autoencoder, Classifier
+from .interface import AuditorModel, ModelSet
+from .networks import Auditor, Autoencoder, Classifier
 
 CARD_NAME = "model_card.json"
 
@@ -71,6 +71,11 @@ def load_bundled(weights_dir: str | Path | None = None) -> ModelSet:
     directions = {}
     if "directions" in files:
         directions = {k: v.float() for k, v in verified_tensors(directory, files["directions"]).items()}
+    auditors = []
+    for name, entry in card.get("auditors", {}).items():
+        network = Auditor(card["findings"], entry["architecture"])
+        network.load_state_dict({k: v.float() for k, v in verified_tensors(directory, files[name]).items()})
+        auditors.append(AuditorModel(name, network.eval().requires_grad_(False), entry["thresholds"]))
     for module in (classifier, autoencoder):
         module.eval().requires_grad_(False)
     return ModelSet(
@@ -81,4 +86,6 @@ def load_bundled(weights_dir: str | Path | None = None) -> ModelSet:
         card.get("resolution", MODEL_SIZE),
         card.get("name", "bundled"),
         {k: v["sha256"] for k, v in files.items()},
+        card.get("typical_probabilities", {}),
+        auditors,
     )

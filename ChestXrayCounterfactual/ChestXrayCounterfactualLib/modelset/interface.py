@@ -21,7 +21,8 @@ class ClassifierNetwork(Protocol):
     """What the engine asks of a classifier (``Classifier``, a spec's ``ExternalClassifier`` or a test toy).
 
     An ``nn.Module`` whose call maps a model-space image batch to one logit per finding, with the
-    finding names and the layer Grad-CAM attributes to.
+    finding names and the layer Grad-CAM attributes to. Images of a batch must not affect each other
+    (batch statistics frozen, as in ``eval()``): the engine explains a batch as it explains one image.
     """
 
     findings: list[str]
@@ -39,7 +40,8 @@ class ClassifierNetwork(Protocol):
 class AutoencoderNetwork(Protocol):
     """What the engine asks of an autoencoder (``Autoencoder``, a spec's ``ExternalAutoencoder`` or a test toy).
 
-    An ``nn.Module`` with ``encode``/``decode`` between model-space images and latents.
+    An ``nn.Module`` with ``encode``/``decode`` between model-space images and latents, each image of a
+    batch on its own (as for the classifier).
     """
 
     def encode(self, x: torch.Tensor) -> torch.Tensor: ...
@@ -54,6 +56,17 @@ class AutoencoderNetwork(Protocol):
 
 
 @dataclass
+class AuditorModel:
+    """An independent classifier that judges each counterfactual (``networks.Auditor`` for the bundled set):
+    its name, its network (logits for ``network.findings``) and its own decision thresholds.
+    """
+
+    name: str
+    network: ClassifierNetwork
+    thresholds: dict[str, float]
+
+
+@dataclass
 class ModelSet:
     """Everything the engine needs to explain: two networks, findings, thresholds, directions."""
 
@@ -64,6 +77,10 @@ class ModelSet:
     size: int = MODEL_SIZE
     name: str = "bundled"
     file_hashes: dict[str, str] = field(default_factory=dict)
+    #: {"absent"|"present": {finding: probability}}: where the "typical" strength aims (empty: not offered).
+    typical: dict[str, dict[str, float]] = field(default_factory=dict)
+    #: Independent classifiers whose verdict on each counterfactual is reported (empty: none).
+    auditors: list[AuditorModel] = field(default_factory=list)
 
     @property
     def findings(self) -> list[str]:

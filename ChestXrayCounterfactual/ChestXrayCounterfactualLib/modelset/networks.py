@@ -7,6 +7,7 @@ Both take one grey channel in model space: a square 224x224 image with intensiti
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 import torchvision
 from torch import nn
 
@@ -43,6 +44,47 @@ class Classifier(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net((x - self.mean) / self.std)
+
+
+#: Auditor architectures: families unrelated to the bundled classifier's ResNet (see ``Auditor``).
+AUDITOR_ARCHITECTURES = ("densenet-small", "regnet_y_400mf")
+
+
+class Auditor(nn.Module):
+    """An independent classifier that judges counterfactuals it did not steer: another architecture
+    (a compact DenseNet as in CheXNet, or a RegNetY-400MF), its own seed, and its own input resolution
+    (model space is downsampled to ``resolution`` inside ``forward``), trained on the same training split.
+    """
+
+    mean: torch.Tensor
+    std: torch.Tensor
+
+    def __init__(self, findings: list[str], arch: str, resolution: int = 128) -> None:
+        super().__init__()
+        if arch not in AUDITOR_ARCHITECTURES:
+            choices = ", ".join(AUDITOR_ARCHITECTURES)
+            raise ValueError(f"unsupported auditor architecture {arch!r}; choose from {choices}")
+        self.findings = list(findings)
+        self.arch = arch
+        self.resolution = resolution
+        if arch == "densenet-small":
+            self.net = torchvision.models.DenseNet(
+                growth_rate=16, block_config=(4, 8, 12, 8), num_init_features=32, num_classes=len(self.findings),
+            )
+        else:
+            self.net = torchvision.models.regnet_y_400mf(num_classes=len(self.findings))
+        mean, std = CLASSIFIER_NORMALISATION
+        self.register_buffer("mean", torch.tensor(mean), persistent=False)
+        self.register_buffer("std", torch.tensor(std), persistent=False)
+
+    @property
+    def gradcam_layer(self) -> nn.Module:
+        """The last convolutional stage (so an auditor can also be explained, as a ``ClassifierNetwork``)."""
+        return self.net.features if self.arch == "densenet-small" else self.net.trunk_output
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.interpolate(x, size=(self.resolution, self.resolution), mode="area")
+        return self.net(((x - self.mean) / self.std).expand(-1, 3, -1, -1))
 
 
 class _ResBlock(nn.Module):

@@ -1,0 +1,256 @@
+"""Archive runs (``batch``): in this process and on a local Ray cluster with a worker killed mid-run, the same
+outputs; an index with one row per input, bad inputs listed with their sentences; a rerun that redoes nothing;
+an index line cut short by a crash; a file that kills every worker it is sent to fails alone.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from ChestXrayCounterfactualLib.archive import run_archive
+from ChestXrayCounterfactualLib.archive_index import COLUMNS, IndexAppender, make_row, read_index
+from ChestXrayCounterfactualLib.archive_ray import _Pool
+from ChestXrayCounterfactualLib.batch import ExplainOptions, FileResult
+from ChestXrayCounterfactualLib.outputs import FILES
+from conftest import DX, FALSE_MONOCHROME1, JPEG_BASELINE, SAMPLE
+
+OPTIONS = ExplainOptions(finding="Cardiomegaly", method="latent-shift", frames=2)
+SOURCES = (SAMPLE, JPEG_BASELINE, DX, FALSE_MONOCHROME1)
+BAD = {"bad/empty.dcm": "the file is empty", "bad/notes.dcm": "not DICOM and not an image format we read"}
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory) -> Path:
+    """Twelve radiographs, three per source file under colliding names in patient folders, two bad inputs, and
+    a manifest listing them all.
+    """
+    root = tmp_path_factory.mktemp("archive")
+    for i in range(12):
+        source = SOURCES[i % len(SOURCES)]
+        (root / f"patient{i:02d}").mkdir()
+        (root / f"patient{i:02d}" / source.name).write_bytes(source.read_bytes())
+    (root / "bad").mkdir()
+    (root / "bad" / "empty.dcm").write_bytes(b"")
+    (root / "bad" / "notes.dcm").write_text("not an image, whatever its name says\n")
+    keys = sorted(path.relative_to(root).as_posix() for path in root.rglob("*.dcm"))
+    (root / "manifest.csv").write_text("path\n" + "\n".join(keys) + "\n")
+    return root
+
+
+def index_rows(out: Path) -> list[dict[str, str]]:
+    with (out / "index.csv").open(newline="") as file:
+        return list(csv.DictReader(file))
+
+
+@pytest.fixture(scope="module")
+def in_process(archive, tmp_path_factory) -> Path:
+    """The archive explained here, from its manifest, on one torch thread like each Ray worker."""
+    import torch
+
+    out = tmp_path_factory.mktemp("in_process")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        progress = run_archive(archive / "manifest.csv", out, OPTIONS)
+    finally:
+        torch.set_num_threads(threads)
+    assert (progress.done, progress.failed, progress.total) == (12, 2, 14)
+    return out
+
+
+def busy_workers() -> list[int]:
+    """The Ray actor processes of this test (its descendants) that are explaining a batch: Ray titles them
+    ``ray::ArchiveWorker.explain`` while the method runs.
+    """
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):  # a process that ended while we looked
+            continue
+        children.setdefault(parent, []).append(int(stat.parent.name))
+    found, todo = [], [os.getpid()]
+    while todo:
+        for pid in children.get(todo.pop(), []):
+            todo.append(pid)
+            try:
+                if Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"ray::ArchiveWorker.explain\0"):
+                    found.append(pid)
+            except OSError:
+                continue
+    return found
+
+
+@pytest.fixture(scope="module")
+def killed(archive, tmp_path_factory):
+    """The archive folder explained on a local Ray cluster of two workers, in batches of two; at the first
+    result that lands while a worker is explaining a batch, that worker process is killed (SIGKILL).
+    """
+    pytest.importorskip("ray")
+    if not Path("/proc/self/stat").exists():
+        pytest.skip("finds the worker processes to kill in /proc")
+    import ray
+
+    out = tmp_path_factory.mktemp("ray")
+    victims: list[int] = []
+
+    def kill_a_busy_worker(progress) -> None:
+        if progress.last is not None and not victims:
+            victims.extend(busy_workers())
+            for pid in victims:
+                os.kill(pid, signal.SIGKILL)
+
+    try:
+        progress = run_archive(archive, out, OPTIONS, ray_address="local:2", batch_size=2, progress=kill_a_busy_worker)
+    finally:
+        ray.shutdown()
+    assert victims, "a worker was killed in the middle of a batch"
+    return out, progress
+
+
+def test_killed_workers_lose_nothing_and_duplicate_nothing(archive, killed):
+    out, progress = killed
+    assert progress.workers_lost >= 1
+    assert (progress.done, progress.failed, progress.total) == (12, 2, 14)
+    lines = (out / "index.csv").read_text().splitlines()
+    assert lines[0] == ",".join(COLUMNS) and len(lines) == 15
+    rows = index_rows(out)
+    expected = sorted(path.relative_to(archive).as_posix() for path in archive.rglob("*.dcm"))
+    assert [row["input"] for row in rows] == expected, "one row per input, in input order"
+    for row in rows:
+        if row["input"] not in BAD:
+            assert row["status"] == "done", row
+            assert sorted(p.name for p in (out / row["folder"]).iterdir()) == sorted(FILES)
+    assert sorted(p.name for p in out.iterdir()) == sorted([row["folder"] for row in rows if row["status"] == "done"]
+                                                          + ["index.csv"]), "no partial or hidden folder is left"
+
+
+def test_bad_inputs_are_listed_with_their_sentence(killed, in_process):
+    for out in (killed[0], in_process):
+        failed = {row["input"]: row for row in index_rows(out) if row["status"] == "failed"}
+        assert set(failed) == set(BAD)
+        for key, sentence in BAD.items():
+            assert sentence in failed[key]["error"] and key in failed[key]["error"], failed[key]
+
+
+def test_ray_and_in_process_give_the_same_outputs(killed, in_process):
+    ray_rows, here_rows = index_rows(killed[0]), index_rows(in_process)
+    assert [(r["input"], r["status"], r["folder"], r["finding"]) for r in ray_rows] == [
+        (r["input"], r["status"], r["folder"], r["finding"]) for r in here_rows
+    ]
+    assert len({row["folder"] for row in ray_rows}) == 14, "colliding stems get distinct folders"
+    for ray_row, here_row in zip(ray_rows, here_rows, strict=True):
+        if ray_row["status"] == "done":
+            for key in ("p_original", "p_counterfactual"):
+                assert float(ray_row[key]) == pytest.approx(float(here_row[key]), abs=1e-5)
+            ray_record = json.loads((killed[0] / ray_row["folder"] / "explanation.json").read_text())
+            here_record = json.loads((in_process / here_row["folder"] / "explanation.json").read_text())
+            assert ray_record["p_counterfactual"] == pytest.approx(here_record["p_counterfactual"], abs=1e-5)
+            assert ray_row["p_counterfactual"] == str(ray_record["p_counterfactual"])
+
+
+def test_rerun_skips_everything_complete_and_keeps_the_index(archive, killed):
+    out = killed[0]
+    index = (out / "index.csv").read_text()
+    records = {p: p.read_text() for p in out.glob("*/explanation.json")}
+    result = subprocess.run(
+        [sys.executable, "-m", "ChestXrayCounterfactualLib", "batch", archive, "--out", out,
+         "--finding", "Cardiomegaly", "--method", "latent-shift", "--frames", "2"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 1, result.stderr  # the two bad inputs were retried and failed again
+    assert "Traceback" not in result.stderr and "12/14 done, 2 failed" in result.stderr
+    assert result.stdout.strip() == str(out / "index.csv")
+    assert (out / "index.csv").read_text() == index
+    assert {p: p.read_text() for p in out.glob("*/explanation.json")} == records
+
+
+def test_a_row_cut_short_by_a_crash_is_not_counted(tmp_path):
+    path = tmp_path / "index.csv"
+    appender = IndexAppender(path)
+    appender.append(make_row(input="a.dcm", status="failed", error="a.dcm: the file\nis empty", folder="a"))
+    appender.close()
+    with path.open("a") as file:
+        file.write("b.dcm,done,,Cardiomegaly,0.9,0.3")  # killed in the middle of a line
+    assert list(read_index(path)) == ["a.dcm"] and read_index(path)["a.dcm"]["error"] == "a.dcm: the file is empty"
+    appender = IndexAppender(path)
+    appender.append(make_row(input="b.dcm", status="failed", error="b.dcm: truncated", folder="b"))
+    appender.close()
+    assert list(read_index(path)) == ["a.dcm", "b.dcm"] and len(path.read_text().splitlines()) == 3
+
+
+
+
+class _ActorDied(Exception):
+    actor_init_failed = False
+
+
+class _Reference:
+    """What a method call returns: its value, or the error of an actor that died running it."""
+
+    def __init__(self, value) -> None:
+        self.value = value
+
+
+class _FakeRay:
+    """Just enough of Ray's API for the pool, in this process: a method runs when called; an actor whose
+    batch holds ``poison`` dies, as a worker process crashing on that file would.
+    """
+
+    exceptions = SimpleNamespace(RayActorError=_ActorDied)
+
+    def __init__(self, poison: Path) -> None:
+        self.poison = poison
+        self.killed = 0
+
+    def cluster_resources(self) -> dict:
+        return {"CPU": 2.0}
+
+    def remote(self, _actor_class):
+        return SimpleNamespace(options=lambda **_resources: SimpleNamespace(remote=self._actor))
+
+    def _actor(self, *_arguments):
+        return SimpleNamespace(
+            ready=SimpleNamespace(remote=lambda: _Reference(None)),
+            explain=SimpleNamespace(remote=lambda batch: _Reference(self._explain(batch))),
+        )
+
+    def _explain(self, batch):
+        if any(path == self.poison for path, _ in batch):
+            return _ActorDied("The actor died unexpectedly before finishing this task.")
+        return [FileResult(path, "done", folder, record={}) for path, folder in batch]
+
+    def wait(self, references, num_returns):
+        return references[:num_returns], references[num_returns:]
+
+    def get(self, reference):
+        if isinstance(reference.value, _ActorDied):
+            raise reference.value
+        return reference.value
+
+    def kill(self, _actor) -> None:
+        self.killed += 1
+
+
+def test_a_file_that_kills_its_worker_fails_alone_after_three_deaths(tmp_path):
+    fake = _FakeRay(tmp_path / "poison.dcm")
+    work = [(tmp_path / name, tmp_path / "out" / name) for name in ("a.dcm", "poison.dcm", "b.dcm", "c.dcm")]
+    lost: list[str] = []
+    results = list(_Pool(fake, work, OPTIONS, None, 2, lost.append).run(workers=2))
+    assert sorted(position for position, _ in results) == [0, 1, 2, 3], "each input reported once"
+    by_position = dict(results)
+    assert [by_position[i].status for i in range(4)] == ["done", "failed", "done", "done"]
+    assert "died 3 times" in by_position[1].error and str(work[1][0]) in by_position[1].error
+    assert len(lost) == 3 and fake.killed == 3
