@@ -132,13 +132,17 @@ def main(argv: list[str] | None = None) -> None:
     if args.step == "split":
         for name, counts in split_summary(splits, args.findings).items():
             print(f"{name}: {counts}")
-    elif args.step == "classifier":
+    elif args.step in ("classifier", "auditor"):
+        if args.step == "auditor" and (not args.arch or len(args.arch) != 1):
+            parser.error("auditor needs one --arch")
         more = [
             r
             for f in args.extra_labels
             for r in read_records(Path(f), args.findings)
             if split_of(r.patient, args.split_seed) == "train"
         ]
+        if args.step == "auditor":
+            extra.update(model=Auditor(args.findings, args.arch[0]), name=f"auditor-{args.arch[0]}")
         train_classifier(
             splits["train"] + more,
             splits["validation"],
@@ -148,22 +152,6 @@ def main(argv: list[str] | None = None) -> None:
             seed=args.seed,
             workers=args.workers,
             device=args.device,
-            **extra,
-        )
-    elif args.step == "auditor":
-        if not args.arch or len(args.arch) != 1:
-            parser.error("auditor needs one --arch")
-        train_classifier(
-            splits["train"],
-            splits["validation"],
-            args.findings,
-            run,
-            batch_size=args.batch_size,
-            seed=args.seed,
-            workers=args.workers,
-            device=args.device,
-            model=Auditor(args.findings, args.arch[0]),
-            name=f"auditor-{args.arch[0]}",
             **extra,
         )
     elif args.step == "publish-auditors":

@@ -190,9 +190,10 @@ def auditors_section(card: dict) -> str:
         for name, entry in card["auditors"].items()
         for f, m in entry["test_metrics"].items()
     )
-    trained = "; ".join(
-        f"{name}: {entry['architecture']} at {entry['resolution']} px, seed {entry['seed']}, best epoch "
-        f"{entry['training']['best_epoch']} of {entry['training']['epochs_run']}, {entry['training']['cost']['device']}"
+    trained = "\n".join(
+        f"- {name}: {entry['architecture']} at {entry['resolution']} px, seed {entry['seed']}, best epoch "
+        f"{entry['training']['best_epoch']} of {entry['training']['epochs_run']}, trained on "
+        f"{entry['training']['cost']['device']} in {entry['training']['cost']['wall_seconds'] / 60:.0f} min"
         for name, entry in card["auditors"].items()
     )
     typical = card.get("typical_probabilities", {})
@@ -201,7 +202,10 @@ def auditors_section(card: dict) -> str:
     )
     return f"""## Independent auditors (judge counterfactuals they did not steer)
 Other architectures and seeds than the classifier, trained on its training split only (thresholds: Youden's J on
-validation), never shown a validation or test image in training. {trained}. Test split, same images as above:
+validation), never shown a validation or test image in training.
+{trained}
+
+Test split, same images as above:
 
 | Auditor | Finding | AUC (95% bootstrap CI) | Threshold | Sensitivity | Specificity |
 |---|---|---|---|---|---|
