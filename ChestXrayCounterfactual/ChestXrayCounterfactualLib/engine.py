@@ -129,7 +129,7 @@ class Explanation:
             return ""
         agree = sum(entry["agrees"] for entry in self.audit.values())
         if agree == 0 and self.flipped:
-            return f"only the explained model changed its mind (0 of {len(self.audit)} independent models agree)"
+            return f"only the explained model changed its mind: 0 of {len(self.audit)} independent models agree"
         return f"{agree} of {len(self.audit)} independent models agree"
 
     def record_time(self, stage: str, seconds: float) -> None:

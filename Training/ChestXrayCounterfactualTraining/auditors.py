@@ -75,6 +75,7 @@ def typical_probabilities(weights: Path, validation: list[Record]) -> dict[str, 
 def publish_auditors(run: Path, weights: Path, splits: dict[str, list[Record]], archs: list[str]) -> dict:
     """Copy the auditors into ``weights`` and enter them, with the typical probabilities, in its model card."""
     card_path = weights / "model_card.json"
+    typical = typical_probabilities(weights, splits["validation"])  # loads the set: before its files change
     card = json.loads(card_path.read_text())
     card["auditors"] = {}
     for arch in archs:
@@ -83,7 +84,7 @@ def publish_auditors(run: Path, weights: Path, splits: dict[str, list[Record]], 
         shutil.copyfile(source, target)
         card["files"][source.stem] = {"file": target.name, "sha256": sha256_of(target), "bytes": target.stat().st_size}
         card["auditors"][source.stem] = entry
-    card["typical_probabilities"] = typical_probabilities(weights, splits["validation"])
+    card["typical_probabilities"] = typical
     card_path.write_text(json.dumps(card, indent=2) + "\n")
     markdown = weights / "MODEL_CARD.md"
     markdown.write_text(with_section(markdown.read_text(), auditors_section(card), before="## Training data"))
