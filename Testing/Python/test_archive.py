@@ -21,6 +21,7 @@ from ChestXrayCounterfactualLib.archive_index import COLUMNS, IndexAppender, mak
 from ChestXrayCounterfactualLib.archive_ray import _Pool
 from ChestXrayCounterfactualLib.batch import ExplainOptions, FileResult
 from ChestXrayCounterfactualLib.outputs import FILES
+from process_tree import titled
 from conftest import DX, FALSE_MONOCHROME1, JPEG_BASELINE, SAMPLE
 
 OPTIONS = ExplainOptions(finding="Cardiomegaly", method="latent-shift", frames=2)
@@ -67,29 +68,6 @@ def in_process(archive, tmp_path_factory) -> Path:
     return out
 
 
-def busy_workers() -> list[int]:
-    """The Ray actor processes of this test (its descendants) that are explaining a batch: Ray titles them
-    ``ray::ArchiveWorker.explain`` while the method runs.
-    """
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):  # a process that ended while we looked
-            continue
-        children.setdefault(parent, []).append(int(stat.parent.name))
-    found, todo = [], [os.getpid()]
-    while todo:
-        for pid in children.get(todo.pop(), []):
-            todo.append(pid)
-            try:
-                if Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"ray::ArchiveWorker.explain\0"):
-                    found.append(pid)
-            except OSError:
-                continue
-    return found
-
-
 @pytest.fixture(scope="module")
 def killed(archive, tmp_path_factory):
     """The archive folder explained on a local Ray cluster of two workers, in batches of two; at the first
@@ -105,7 +83,7 @@ def killed(archive, tmp_path_factory):
 
     def kill_a_busy_worker(progress) -> None:
         if progress.last is not None and not victims:
-            victims.extend(busy_workers())
+            victims.extend(titled(b"ray::ArchiveWorker.explain\0"))
             for pid in victims:
                 os.kill(pid, signal.SIGKILL)
 

@@ -29,6 +29,7 @@ import os
 import platform
 import resource
 import subprocess
+import sys
 import tempfile
 import time
 import traceback
@@ -41,11 +42,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ChestXrayCounterfactualLib import Explainer, methods, read_radiograph
-from ChestXrayCounterfactualLib.archive import ArchiveProgress, run_archive
-from ChestXrayCounterfactualLib.batch import ExplainOptions
-from ChestXrayCounterfactualLib.engine import STAGES
-from ChestXrayCounterfactualLib.modelset import default_weights_dir
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "Python"))  # the test suite's process_tree
+
+from ChestXrayCounterfactualLib import Explainer, methods, read_radiograph  # noqa: E402
+from ChestXrayCounterfactualLib.archive import ArchiveProgress, run_archive  # noqa: E402
+from ChestXrayCounterfactualLib.batch import ExplainOptions  # noqa: E402
+from ChestXrayCounterfactualLib.engine import STAGES  # noqa: E402
+from ChestXrayCounterfactualLib.modelset import default_weights_dir  # noqa: E402
+from process_tree import titled  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 #: The issue's goals: median seconds of one explanation on the 2-core CPU, and explanations per second on a GPU.
@@ -134,31 +138,12 @@ def measure_batch(settings: Settings, size: int) -> dict:
     }
 
 
-def descendants(root: int) -> list[int]:
-    """The process ids below ``root`` in the process tree (Ray's raylet and its workers, for a driver)."""
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):  # a process that ended while we looked
-            continue
-        children.setdefault(parent, []).append(int(stat.parent.name))
-    found, todo = [], [root]
-    while todo:
-        for pid in children.get(todo.pop(), []):
-            found.append(pid)
-            todo.append(pid)
-    return found
-
-
 def worker_peaks(peaks: dict[int, float]) -> None:
     """Update ``peaks`` (pid -> MB) with the VmHWM of every Ray archive worker below this process; Ray titles
     them ``ray::ArchiveWorker`` (``.explain`` while busy). VmHWM only grows, so the last reading is the peak.
     """
-    for pid in descendants(os.getpid()):
+    for pid in titled(b"ray::ArchiveWorker"):
         try:
-            if not Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"ray::ArchiveWorker"):
-                continue
             status = Path(f"/proc/{pid}/status").read_text()
         except OSError:  # ended while we looked: its last reading stands
             continue
