@@ -126,9 +126,15 @@ def _say(message: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
     if args.command == "batch":
         return _batch(args)
+    if args.command == "explain":
+        try:
+            _options(args).check()  # before any model is loaded
+        except ValueError as error:
+            parser.error(str(error))
     from .engine import Explainer
     from .modelset import export_torchscript, load_model_set
 

@@ -99,6 +99,14 @@ def test_unknown_finding_is_a_clear_error(tmp_path):
     assert "unknown finding 'Fracture'" in result.stderr and "Traceback" not in result.stderr
 
 
+def test_a_bad_option_is_a_usage_error_before_any_model_loads(tmp_path):
+    """``--frames 1`` cannot make an animation: one usage line and exit 2, no traceback, nothing written."""
+    result = run("explain", SAMPLE, "--out", tmp_path / "o", "--frames", "1", cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "frames must be a whole number of at least 2, not 1" in result.stderr
+    assert not (tmp_path / "o").exists()
+
+
 def test_explain_dicom_writes_objects_in_the_input_study(tmp_path):
     import pydicom
 
