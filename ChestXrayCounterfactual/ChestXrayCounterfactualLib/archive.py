@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from .archive_index import NAME, IndexAppender, Row, make_row, read_index, rewrite_index
-from .batch import ExplainOptions, FileResult, explain_work, folder_name, is_image_name
+from .batch import ExplainOptions, FileResult, explain_work, folder_name, is_input_file
 from .errors import ExplainerError
 
 #: The manifest column that lists the inputs (relative paths are relative to the manifest's folder).
@@ -80,8 +80,9 @@ class ArchiveProgress:
 
 
 def list_inputs(source: Path, out: Path) -> list[tuple[str, Path]]:
-    """(key, path) of every input ``source`` names, in order, each once: a folder's image files (by suffix,
-    recursively, sorted by relative path; hidden entries and ``out`` left out), or a manifest's ``path`` column.
+    """(key, path) of every input ``source`` names, in order, each once: a folder's image files (by suffix, or
+    DICOM files by their preamble; recursively, sorted by relative path; hidden entries and ``out`` left out), or
+    a manifest's ``path`` column.
     """
     if source.is_dir():
         return _folder_inputs(source, out)
@@ -99,7 +100,11 @@ def _folder_inputs(folder: Path, out: Path) -> list[tuple[str, Path]]:
     for directory, subdirectories, files in os.walk(top):
         relative = PurePosixPath(Path(directory).relative_to(top).as_posix())
         subdirectories[:] = [d for d in subdirectories if not d.startswith(".") and relative / d != skip]
-        keys += [str(relative / name) for name in files if not name.startswith(".") and is_image_name(Path(name))]
+        keys += [
+            str(relative / name)
+            for name in files
+            if not name.startswith(".") and is_input_file(Path(directory) / name)
+        ]
     return [(key, folder / key) for key in sorted(keys)]
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from . import methods
 from .errors import ExplainerError
+from .reader import is_dicom_file
 from .records import outcome_line
 
 _SUFFIXES = (".nii.gz", ".dcm", ".dicom", ".png", ".jpg", ".jpeg", ".nrrd", ".nhdr", ".nii", ".mha", ".mhd")
@@ -72,9 +73,11 @@ def output_stem(path: Path) -> str:
     return name
 
 
-def is_image_name(path: Path) -> bool:
-    """Whether ``path``'s name ends in the suffix of a format we read (how an archive folder is searched)."""
-    return path.name.lower().endswith(_SUFFIXES)
+def is_input_file(path: Path) -> bool:
+    """Whether an archive folder's file is an input: its name ends in the suffix of a format we read, or it has
+    no such suffix and is a DICOM Part 10 file by its preamble (how PACS exports and DICOM media name images).
+    """
+    return path.name.lower().endswith(_SUFFIXES) or is_dicom_file(path)
 
 
 def describe_error(path: Path, error: BaseException) -> str:

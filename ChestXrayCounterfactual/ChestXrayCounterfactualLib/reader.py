@@ -195,11 +195,29 @@ def _finish(path: object, radiograph: Radiograph) -> Radiograph:
     return validate(path, radiograph)
 
 
+def has_dicom_preamble(head: bytes) -> bool:
+    """Whether a file's first 132 bytes are a DICOM Part 10 preamble: 128 bytes, then ``DICM``."""
+    return len(head) >= 132 and head[128:132] == b"DICM"
+
+
+def is_dicom_file(path: Path) -> bool:
+    """Whether ``path`` is a DICOM Part 10 file (by its preamble, whatever its name: PACS exports name files
+    ``IM000001`` or by UID) and not a media directory (``DICOMDIR``), which indexes images but is none.
+    """
+    if path.name.upper() == "DICOMDIR":
+        return False
+    try:
+        with open(path, "rb") as handle:
+            return has_dicom_preamble(handle.read(132))
+    except OSError:
+        return False
+
+
 def _sniff(path: Path) -> str:
     with open(path, "rb") as handle:
         head = handle.read(132)
     name = path.name.lower()
-    if len(head) >= 132 and head[128:132] == b"DICM":
+    if has_dicom_preamble(head):
         return "dicom"
     if head.startswith(b"\x89PNG") or head.startswith(b"\xff\xd8"):
         return "image"

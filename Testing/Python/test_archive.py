@@ -16,10 +16,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from ChestXrayCounterfactualLib.archive import run_archive
+from ChestXrayCounterfactualLib.archive import list_inputs, run_archive
 from ChestXrayCounterfactualLib.archive_index import COLUMNS, IndexAppender, make_row, read_index
 from ChestXrayCounterfactualLib.archive_ray import _Pool
-from ChestXrayCounterfactualLib.batch import ExplainOptions, FileResult
+from ChestXrayCounterfactualLib.batch import ExplainOptions, FileResult, output_stem
 from ChestXrayCounterfactualLib.outputs import FILES
 from process_tree import titled
 from conftest import DX, FALSE_MONOCHROME1, JPEG_BASELINE, SAMPLE
@@ -232,3 +232,20 @@ def test_a_file_that_kills_its_worker_fails_alone_after_three_deaths(tmp_path):
     assert [by_position[i].status for i in range(4)] == ["done", "failed", "done", "done"]
     assert "died 3 times" in by_position[1].error and str(work[1][0]) in by_position[1].error
     assert len(lost) == 3 and fake.killed == 3
+
+
+def test_a_folder_scan_finds_dicom_files_without_a_suffix(tmp_path):
+    """PACS exports and DICOM media name their images ``IM000001`` or by UID: a folder scan takes a file without a
+    known suffix when its preamble says DICOM, and leaves out the media directory (``DICOMDIR``), files that are
+    not DICOM, and the output folder.
+    """
+    (tmp_path / "series").mkdir()
+    (tmp_path / "series" / "IM000001").write_bytes(SAMPLE.read_bytes())
+    (tmp_path / "1.2.840.113619.2.55.3").write_bytes(DX.read_bytes())
+    (tmp_path / "DICOMDIR").write_bytes(SAMPLE.read_bytes()[:132])
+    (tmp_path / "README").write_text("a note, not an image\n")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "IM000002").write_bytes(SAMPLE.read_bytes())
+    inputs = list_inputs(tmp_path, tmp_path / "out")
+    assert [key for key, _ in inputs] == ["1.2.840.113619.2.55.3", "series/IM000001"]
+    assert [output_stem(path) for _, path in inputs] == ["1.2.840.113619.2.55.3", "IM000001"]
