@@ -239,6 +239,7 @@ def line_search(problem: LatentProblem, direction: torch.Tensor, max_evaluations
     lo_a, lo_h = 0.0, h0
     hi = None  # (a, h, z, image, logits) of the smallest step found that reaches the goal
     short = None  # (a, z, image, logits) of the farthest step that crossed the threshold short of the goal
+    within = None  # (a, z, image, logits) of the farthest step short of the goal and within the change budget
     a = 0.05
     for _ in range(max_evaluations):
         z = z0 + a * scale * direction
@@ -256,6 +257,7 @@ def line_search(problem: LatentProblem, direction: torch.Tensor, max_evaluations
                 short = (a, z, image, logits)
             if float((image - problem.x).abs().mean()) > MAX_MEAN_CHANGE:
                 break
+            within = (a, z, image, logits)
             if hi is not None:
                 a = _regula_falsi(lo_a, lo_h, hi[0], hi[1])
             else:
@@ -268,10 +270,9 @@ def line_search(problem: LatentProblem, direction: torch.Tensor, max_evaluations
         a, z, image, logits = short
         details = {"step": a, "evaluations": problem.evaluations, "short_of_typical": True}
         return Counterfactual(z, image, logits, True, details=details)
-    if hi is None:
-        z = z0 + lo_a * scale * direction
-        image, logits = (yield from problem.evaluate(z)) if lo_a > 0 else (problem.x, problem.logits)
-        return Counterfactual(z, image, logits, False, details={"step": lo_a, "evaluations": problem.evaluations})
+    if hi is None:  # not crossed: the farthest step within the change budget, as evaluated (or the input)
+        a, z, image, logits = within or (0.0, z0, problem.x, problem.logits)
+        return Counterfactual(z, image, logits, False, details={"step": a, "evaluations": problem.evaluations})
     a, _, z, image, logits = hi
     return Counterfactual(z, image, logits, True, details={"step": a, "evaluations": problem.evaluations})
 
@@ -360,6 +361,7 @@ def local_counterfactual(
     reached = start.crossed and local.reached(start.logits)
     best, best_cost, steps = start, float(cost(start.image, start.logits)) if reached else math.inf, 0
     if start.crossed:
+        local = replace(local, evaluations=0)  # the refinement's own passes (the start's are counted above)
         z = start.latent.detach().clone().requires_grad_(True)
         optimizer = torch.optim.Adam([z], lr=lr)
 

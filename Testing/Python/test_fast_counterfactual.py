@@ -117,7 +117,6 @@ def test_line_search_reports_no_crossing_along_a_direction_the_finding_ignores(d
     assert 0 < result.details["step"] <= 3.0
 
 
-@pytest.mark.xfail(strict=True, reason="engine bug: an uncrossed line_search returns the step that broke the budget")
 def test_uncrossed_line_search_stays_within_the_image_change_budget():
     """``MAX_MEAN_CHANGE`` is the largest mean change a search may reach: an uncrossed result keeps to it too."""
     problem = toy_problem(toy_model_set(), toy_image(PRESENT), sign=-1)
@@ -133,12 +132,7 @@ def test_line_search_reports_no_crossing_beyond_the_display_range():
     assert float(result.image.max()) <= 1.0
 
 
-#: An engine bug the budget test documents: with no crossing found, line_search evaluates its last step once more
-#: after the budget is spent (it could keep that step's image and logits), so it makes max_evaluations + 1 passes.
-REEVALUATES = pytest.mark.xfail(strict=True, reason="engine bug: uncrossed line_search re-evaluates its last step")
-
-
-@pytest.mark.parametrize("budget", [pytest.param(1, marks=REEVALUATES), pytest.param(2, marks=REEVALUATES), 3, 4])
+@pytest.mark.parametrize("budget", [1, 2, 3, 4])
 def test_line_search_respects_its_evaluation_budget(budget):
     """At most ``max_evaluations`` decoder+classifier passes, whether or not the threshold is reached (this
     far threshold takes the search 4 passes, so smaller budgets stop it early).

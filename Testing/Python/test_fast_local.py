@@ -119,7 +119,6 @@ def test_local_refinement_takes_at_most_its_steps(max_steps):
     assert torch.allclose(result.path[-1], result.latent)
 
 
-@pytest.mark.xfail(strict=True, reason="engine bug: local_counterfactual counts the start's evaluations twice")
 def test_local_reports_the_evaluations_it_made():
     """``details["evaluations"]`` is the number of decoder+classifier passes the method made."""
     models = toy_model_set()
