@@ -13,6 +13,8 @@ from ChestXrayCounterfactualTraining.auditors import publish_auditors
 from ChestXrayCounterfactualTraining.autoencoder import train_autoencoder
 from ChestXrayCounterfactualTraining.classifier import train_classifier
 from ChestXrayCounterfactualTraining.data import read_records
+from ChestXrayCounterfactualTraining.loop import write_json
+from ChestXrayCounterfactualTraining.publish import publish
 from conftest import shared
 
 
@@ -70,3 +72,39 @@ def test_an_auditor_trains_like_the_classifier_and_is_published_into_the_model_s
     assert "## Independent auditors" in (weights / "MODEL_CARD.md").read_text()
     models = load_model_set(weights)
     assert [a.name for a in models.auditors] == ["auditor-densenet-small"] and models.typical
+
+
+def test_a_fine_tuned_classifier_is_republished_without_losing_the_auditors_or_the_gate_section(tmp_path):
+    """Fine-tuning starts from the shipped classifier with the named layers fixed; republishing the model set then
+    records the first run and the fine-tune in the card, keeps the auditors (they do not depend on the classifier)
+    and the hand-written input-gate section, and drops the typical probabilities until they are measured anew.
+    """
+    records = read_records(shared("nih", "labels.csv"), DEFAULT_FINDINGS)
+    splits = by_split(records, seed=0)
+    small = {"train": splits["train"][:16], "validation": splits["validation"][:24], "test": splits["test"][:24]}
+    run, weights = tmp_path / "run", tmp_path / "weights"
+    shutil.copytree(default_weights_dir(), weights)
+    shipped = torch.load(weights / "classifier.pt", weights_only=True)
+    summary = train_classifier(
+        small["train"], small["validation"], DEFAULT_FINDINGS, run, epochs=1, batch_size=8, workers=0,
+        init=weights / "classifier.pt", frozen=("net.conv1", "net.bn1", "net.layer1"),
+    )
+    tuned = torch.load(run / "classifier.pt", weights_only=True)
+    assert torch.equal(tuned["net.layer1.0.conv1.weight"], shipped["net.layer1.0.conv1.weight"])
+    assert torch.equal(tuned["net.layer1.0.bn1.running_mean"], shipped["net.layer1.0.bn1.running_mean"])
+    assert not torch.equal(tuned["net.fc.weight"], shipped["net.fc.weight"])
+    assert summary["initialised_from"]["sha256"] == sha256_of(weights / "classifier.pt")
+    old_card = json.loads((weights / "model_card.json").read_text())
+    shutil.copyfile(weights / "autoencoder.pt", run / "autoencoder.pt")
+    shutil.copyfile(weights / "splits.csv", run / "splits.csv")
+    write_json(run / "autoencoder_summary.json", old_card["autoencoder"]["training"])
+    few = {**small, "validation": small["validation"][:4]}  # directions from 4 images: seconds, not minutes
+    card = publish(run, weights, few, [], DEFAULT_FINDINGS, old_card["training_data"])
+    assert card["classifier"]["base_training"] == old_card["classifier"]["training"]
+    assert card["auditors"] == old_card["auditors"] and "typical_probabilities" not in card
+    markdown = (weights / "MODEL_CARD.md").read_text()
+    assert "then fine-tuned with net.conv1, net.bn1, net.layer1 kept fixed on 16 training images" in markdown
+    for title in ("## Independent auditors", "## Input gate", "## Files"):
+        assert markdown.count(title) == 1, title
+    models = load_model_set(weights)
+    assert [a.name for a in models.auditors] == list(old_card["auditors"]) and not models.typical

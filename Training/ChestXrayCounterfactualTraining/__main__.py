@@ -56,6 +56,12 @@ def unlabelled_records(data: Path, n_findings: int) -> list[Record]:
     ]
 
 
+def extra_training_records(label_file: str, args: argparse.Namespace) -> list[Record]:
+    """The images of one ``--extra-labels`` file whose patients fall in the training split."""
+    records = read_records(Path(label_file), args.findings)
+    return [r for r in records if split_of(r.patient, args.split_seed) == "train"]
+
+
 def by_split(records: list[Record], seed: int) -> dict[str, list[Record]]:
     out: dict[str, list[Record]] = {"train": [], "validation": [], "test": []}
     for r in records:
@@ -112,7 +118,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--weights", default="weights", help="publish: the model set folder to write; ood-reference: the one to read",
     )
-    parser.add_argument("--init", help="autoencoder weights to start from (fine-tuning)")
+    parser.add_argument("--init", help="classifier, auditor or autoencoder weights to start from (fine-tuning)")
+    parser.add_argument(
+        "--freeze",
+        nargs="*",
+        default=[],
+        help="classifier/auditor: submodules kept fixed while fine-tuning (e.g. net.conv1 net.bn1 net.layer1)",
+    )
     parser.add_argument(
         "--max-minutes",
         type=float,
@@ -135,14 +147,10 @@ def main(argv: list[str] | None = None) -> None:
     elif args.step in ("classifier", "auditor"):
         if args.step == "auditor" and (not args.arch or len(args.arch) != 1):
             parser.error("auditor needs one --arch")
-        more = [
-            r
-            for f in args.extra_labels
-            for r in read_records(Path(f), args.findings)
-            if split_of(r.patient, args.split_seed) == "train"
-        ]
+        more = [r for f in args.extra_labels for r in extra_training_records(f, args)]
         if args.step == "auditor":
             extra.update(model=Auditor(args.findings, args.arch[0]), name=f"auditor-{args.arch[0]}")
+        extra.update(init=Path(args.init) if args.init else None, frozen=tuple(args.freeze))
         train_classifier(
             splits["train"] + more,
             splits["validation"],
@@ -167,6 +175,11 @@ def main(argv: list[str] | None = None) -> None:
                 **{k: len(v) for k, v in unlabelled.items()},
             },
         }
+        if args.extra_labels:
+            summary["classifier_extra"] = {
+                "source": "more labelled images for the classifier only, training-split patients (--extra-labels)",
+                **{f: len(extra_training_records(f, args)) for f in args.extra_labels},
+            }
         publish(run, Path(args.weights), splits, unlabelled["test"], args.findings, summary)
     elif args.step == "ood-reference":
         unlabelled = by_split(unlabelled_records(Path(args.data), len(args.findings)), args.split_seed)

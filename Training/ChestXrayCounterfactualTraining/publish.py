@@ -153,6 +153,7 @@ def publish(
             "output": "one logit per finding (sigmoid gives the probability)",
             "gradcam_layer": "net.layer4",
             "training": classifier_summary,
+            **base_training(weights / CARD_NAME, classifier_summary),
         },
         "autoencoder": {
             "architecture": "convolutional, residual blocks, GroupNorm",
@@ -175,9 +176,58 @@ def publish(
         "attribution": [NIH_ATTRIBUTION, MHH_ATTRIBUTION],
         "environment": {"python": platform.python_version(), "torch": torch.__version__},
     }
+    card.update(independent_of_classifier(weights / CARD_NAME, files))
     (weights / CARD_NAME).write_text(json.dumps(card, indent=2) + "\n")
-    (weights / "MODEL_CARD.md").write_text(render_card(card))
+    markdown = weights / "MODEL_CARD.md"
+    previous = markdown.read_text() if markdown.exists() else ""
+    markdown.write_text(kept_sections(previous, render_card(card), before="## Files"))
     return card
+
+
+def base_training(card_path: Path, summary: dict) -> dict:
+    """``{"base_training": ...}``: the training summary of the shipped classifier this one was fine-tuned from
+    (matched by sha256), so the card still says how the starting weights were made; empty otherwise.
+    """
+    start = summary.get("initialised_from")
+    if not start or not card_path.exists():
+        return {}
+    previous = json.loads(card_path.read_text())
+    if previous["files"]["classifier"]["sha256"] != start["sha256"]:
+        return {}
+    return {"base_training": previous["classifier"]["training"]}
+
+
+def independent_of_classifier(card_path: Path, files: dict) -> dict:
+    """The auditors of the card being replaced (their entries, and their files into ``files``): they do not
+    depend on the classifier, so a new classifier keeps them. The typical probabilities do, so they are dropped
+    until ``publish-auditors`` measures them for the new classifier.
+    """
+    if not card_path.exists():
+        return {}
+    previous = json.loads(card_path.read_text())
+    auditors = previous.get("auditors", {})
+    files.update({name: previous["files"][name] for name in auditors})
+    return {"auditors": auditors} if auditors else {}
+
+
+def sections(markdown: str) -> dict[str, str]:
+    """The ``## `` sections of a markdown text by title line, each from its title to the next one."""
+    lines = markdown.splitlines(keepends=True)
+    starts = [i for i, line in enumerate(lines) if line.startswith("## ")]
+    bounds = zip(starts, [*starts[1:], len(lines)], strict=True)
+    return {lines[a].rstrip("\n"): "".join(lines[a:b]) for a, b in bounds}
+
+
+def kept_sections(previous: str, rendered: str, before: str) -> str:
+    """``rendered`` with the sections of ``previous`` that it does not write (the auditors', the input gate's,
+    written by other steps or by hand) put back before the heading ``before``, so republishing loses none.
+    """
+    written = sections(rendered)
+    missing = "".join(text for title, text in sections(previous).items() if title not in written)
+    if not missing:
+        return rendered
+    at = rendered.index(before)
+    return rendered[:at] + missing + rendered[at:]
 
 
 def auditors_section(card: dict) -> str:
@@ -200,6 +250,17 @@ def auditors_section(card: dict) -> str:
     typical_rows = "\n".join(
         f"| {f} | {typical['absent'][f]:.3f} | {typical['present'][f]:.3f} |" for f in typical.get("absent", {})
     )
+    typical_table = (
+        f"""Typical probabilities (the "typical" strength aims for these): the classifier's median on validation images
+
+| Finding | without the finding | with the finding |
+|---|---|---|
+{typical_rows}
+
+"""
+        if typical
+        else ""
+    )
     return f"""## Independent auditors (judge counterfactuals they did not steer)
 Other architectures and seeds than the classifier, trained on its training split only (thresholds: Youden's J on
 validation), never shown a validation or test image in training.
@@ -211,13 +272,27 @@ Test split, same images as above:
 |---|---|---|---|---|---|
 {rows}
 
-Typical probabilities (the "typical" strength aims for these): the classifier's median on validation images
+{typical_table}"""
 
-| Finding | without the finding | with the finding |
-|---|---|---|
-{typical_rows}
 
-"""
+def fine_tuned(card: dict) -> str:
+    """How the classifier was fine-tuned, for the card's model line (empty for a classifier trained once)."""
+    training = card["classifier"]["training"]
+    if "base_training" not in card["classifier"]:
+        return ""
+    kept = f" with {', '.join(training['frozen'])} kept fixed" if training.get("frozen") else ""
+    return f", then fine-tuned{kept} on {training['train_images']} training images"
+
+
+def base_run(card: dict) -> str:
+    """The card's line for the run the classifier was fine-tuned from (empty for a classifier trained once)."""
+    base = card["classifier"].get("base_training")
+    if not base:
+        return ""
+    return (
+        f"- Classifier, first run (from scratch): best epoch {base['best_epoch']} of {base['epochs_run']}, "
+        f"AdamW lr {base['lr']}, batch {base['batch_size']}. Cost: {json.dumps(base['cost'])}.\n"
+    )
 
 
 def render_card(card: dict) -> str:
@@ -237,6 +312,8 @@ def render_card(card: dict) -> str:
         else ""
     )
     c, a = card["classifier"]["training"], card["autoencoder"]["training"]
+    origin = "trained from scratch" + fine_tuned(card)
+    stage = "Classifier fine-tune" if "base_training" in card["classifier"] else "Classifier"
     data = card["training_data"]
     files = "\n".join(f"| `{v['file']}` | `{v['sha256']}` |" for v in card["files"].values())
     return (
@@ -247,7 +324,7 @@ thousand public chest radiographs on one machine; they are here so the explanati
 something real to explain, and so their behaviour can be measured. Do not use them on patients.
 
 ## Models
-- Classifier: torchvision ResNet-18, one grey input channel, 224x224, trained from scratch; outputs one
+- Classifier: torchvision ResNet-18, one grey input channel, 224x224, {origin}; outputs one
   logit per finding ({", ".join(card["findings"])}). Input normalisation inside the model:
   (x - 0.5) / 0.25 on model-space intensities in [0, 1].
 - Autoencoder: convolutional, spatial latent 32x14x14 (6,272 values), L1 + SSIM + classifier-consistency loss.
@@ -272,9 +349,9 @@ Splits are by patient (sha256 of seed and patient id), written to `splits.csv`. 
 from reports and are noisy (about 90% accurate); the staged subset over-represents disease.
 
 ## Training
-- Classifier: best epoch {c["best_epoch"]} of {c["epochs_run"]}, AdamW lr {c["lr"]}, batch {c["batch_size"]},
-  class-balanced BCE, augmentation (rotation +-7 deg, scale 0.9-1.1, shift +-6%, gamma, contrast; no flips),
-  weight EMA, early stopping on mean validation AUC. Cost: {json.dumps(c["cost"])}.
+{base_run(card)}- {stage}: best epoch {c["best_epoch"]} of {c["epochs_run"]}, AdamW lr {c["lr"]},
+  batch {c["batch_size"]}, class-balanced BCE, augmentation (rotation +-7 deg, scale 0.9-1.1, shift +-6%, gamma,
+  contrast; no flips), weight EMA, early stopping on mean validation AUC. Cost: {json.dumps(c["cost"])}.
 - Autoencoder: best epoch {a["best_epoch"]} of {a["epochs_run"]}. Cost: {json.dumps(a["cost"])}.
 - Reproduce: see "Training the bundled models" in the README.
 
