@@ -74,8 +74,8 @@ def output_stem(path: Path) -> str:
 
 
 def is_input_file(path: Path) -> bool:
-    """Whether an archive folder's file is an input: its name ends in the suffix of a format we read, or it has
-    no such suffix and is a DICOM Part 10 file by its preamble (how PACS exports and DICOM media name images).
+    """Whether an archive folder's file is an input: its name ends in the suffix of a format we read, or it is a
+    DICOM Part 10 file by its preamble, whatever its name (PACS exports and DICOM media name images IM000001).
     """
     return path.name.lower().endswith(_SUFFIXES) or is_dicom_file(path)
 

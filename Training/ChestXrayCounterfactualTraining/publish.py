@@ -116,6 +116,8 @@ def publish(
     classifier_summary = json.loads((run / "classifier_summary.json").read_text())
     autoencoder_summary = json.loads((run / "autoencoder_summary.json").read_text())
     thresholds = classifier_summary["thresholds"]
+    card_path = weights / CARD_NAME
+    previous_card = json.loads(card_path.read_text()) if card_path.exists() else {}
     classifier, autoencoder = load_networks(run, findings)
     start = time.time()
     directions, direction_report = find_directions(
@@ -153,7 +155,7 @@ def publish(
             "output": "one logit per finding (sigmoid gives the probability)",
             "gradcam_layer": "net.layer4",
             "training": classifier_summary,
-            **base_training(weights / CARD_NAME, classifier_summary),
+            **base_training(previous_card, classifier_summary),
         },
         "autoencoder": {
             "architecture": "convolutional, residual blocks, GroupNorm",
@@ -176,35 +178,29 @@ def publish(
         "attribution": [NIH_ATTRIBUTION, MHH_ATTRIBUTION],
         "environment": {"python": platform.python_version(), "torch": torch.__version__},
     }
-    card.update(independent_of_classifier(weights / CARD_NAME, files))
-    (weights / CARD_NAME).write_text(json.dumps(card, indent=2) + "\n")
+    card.update(independent_of_classifier(previous_card, files))
+    card_path.write_text(json.dumps(card, indent=2) + "\n")
     markdown = weights / "MODEL_CARD.md"
     previous = markdown.read_text() if markdown.exists() else ""
     markdown.write_text(kept_sections(previous, render_card(card), before="## Files"))
     return card
 
 
-def base_training(card_path: Path, summary: dict) -> dict:
-    """``{"base_training": ...}``: the training summary of the shipped classifier this one was fine-tuned from
-    (matched by sha256), so the card still says how the starting weights were made; empty otherwise.
+def base_training(previous: dict, summary: dict) -> dict:
+    """``{"base_training": ...}``: the training summary of the classifier of the ``previous`` card, when this one
+    was fine-tuned from it (matched by sha256), so the card still says how the starting weights were made.
     """
     start = summary.get("initialised_from")
-    if not start or not card_path.exists():
-        return {}
-    previous = json.loads(card_path.read_text())
-    if previous["files"]["classifier"]["sha256"] != start["sha256"]:
+    if not start or not previous or previous["files"]["classifier"]["sha256"] != start["sha256"]:
         return {}
     return {"base_training": previous["classifier"]["training"]}
 
 
-def independent_of_classifier(card_path: Path, files: dict) -> dict:
-    """The auditors of the card being replaced (their entries, and their files into ``files``): they do not
-    depend on the classifier, so a new classifier keeps them. The typical probabilities do, so they are dropped
-    until ``publish-auditors`` measures them for the new classifier.
+def independent_of_classifier(previous: dict, files: dict) -> dict:
+    """The auditors of the ``previous`` card (their entries, and their files into ``files``): they do not depend
+    on the classifier, so a new classifier keeps them. The typical probabilities do, so they are dropped until
+    ``publish-auditors`` measures them for the new classifier.
     """
-    if not card_path.exists():
-        return {}
-    previous = json.loads(card_path.read_text())
     auditors = previous.get("auditors", {})
     files.update({name: previous["files"][name] for name in auditors})
     return {"auditors": auditors} if auditors else {}
