@@ -62,14 +62,16 @@ TARGET_ONE_CROSSED = 0.7
 FEATURE_BATCH = 32
 
 
-def test_rows(data: Path, split_file: Path) -> list[dict]:
-    """The NIH label rows of the test split (patients never used for training or tuning)."""
-    split = {r["file"]: r["split"] for r in csv.DictReader(open(split_file))}
-    return [r for r in csv.DictReader(open(data / "nih" / "labels.csv")) if split.get(r["file"]) == "test"]
+def split_rows(data: Path, split_file: Path, split: str = "test") -> list[dict]:
+    """The NIH label rows of one split: ``test`` (patients never used for training or tuning) for the figures
+    reported, ``validation`` for trying a setting out without looking at the test images.
+    """
+    of = {r["file"]: r["split"] for r in csv.DictReader(open(split_file))}
+    return [r for r in csv.DictReader(open(data / "nih" / "labels.csv")) if of.get(r["file"]) == split]
 
 
-def test_cases(data: Path, rows: list[dict], finding: str, explainer: Explainer, limit: int) -> list[dict]:
-    """Test-split images the model calls positive for ``finding``; boxed ones first, then by name."""
+def positive_cases(data: Path, rows: list[dict], finding: str, explainer: Explainer, limit: int) -> list[dict]:
+    """Images of ``rows`` the model calls positive for ``finding``; boxed ones first, then by name."""
     boxes: dict[str, list] = {}
     for b in csv.DictReader(open(data / "nih" / "boxes.csv")):
         if b["finding"] == finding:
@@ -123,8 +125,8 @@ def auditor_features(network: ClassifierNetwork, images: torch.Tensor) -> np.nda
 def negative_features(
     explainer: Explainer, network: ClassifierNetwork, data: Path, rows: list[dict], finding: str,
 ) -> np.ndarray:
-    """An auditor's features (:func:`auditor_features`) of every test image whose NIH labels do not have ``finding``:
-    the real negatives a counterfactual's realism is measured against.
+    """An auditor's features (:func:`auditor_features`) of every image of ``rows`` whose NIH labels do not have
+    ``finding``: the real negatives a counterfactual's realism is measured against.
     """
     files = [r["file"] for r in rows if r[finding] == "0"]
     features = []
@@ -374,7 +376,7 @@ def markdown(report: dict) -> str:
     """The README table of a report."""
     lines = [
         (
-            f"Date {report['date']}, commit {report['commit']}, {report['machine']}, "
+            f"Date {report['date']}, commit {report['commit']}, {report['split']} split, {report['machine']}, "
             f"peak RSS {report['peak_rss_mb']:.0f} MB. Auditors: {', '.join(report['auditors']) or 'none'}."
         ),
         "",
@@ -442,6 +444,11 @@ def main() -> None:
     parser.add_argument(
         "--cases", type=int, default=6, help="test images per finding (the seed baseline takes ~35 s each)",
     )
+    parser.add_argument(
+        "--split", default="test", choices=["test", "validation"],
+        help="images the cases and the real negatives come from: test for the figures reported, validation for "
+        "trying a setting out",
+    )
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     args = parser.parse_args()
     if not (args.data / "nih" / "labels.csv").exists():
@@ -465,13 +472,13 @@ def main() -> None:
     rows: list[dict] = []
     summary: dict[str, dict] = {}
     pointing, frechet_inputs = {}, {}
-    split_rows = test_rows(args.data, args.splits)
+    rows_of_split = split_rows(args.data, args.splits, args.split)
     for finding in args.findings:
-        cases = test_cases(args.data, split_rows, finding, explainer, args.cases)
+        cases = positive_cases(args.data, rows_of_split, finding, explainer, args.cases)
         pointing[finding] = pointing_game(explainer, cases, finding)
         negatives = None
         if auditors:
-            negatives = negative_features(explainer, first_auditor, args.data, split_rows, finding)
+            negatives = negative_features(explainer, first_auditor, args.data, rows_of_split, finding)
             inputs = torch.cat([explainer.model_input(case["image"])[0] for case in cases])
             frechet_inputs[finding] = frechet_diagonal(auditor_features(first_auditor, inputs), negatives)
         for method in args.methods:
@@ -513,6 +520,7 @@ def main() -> None:
     report = {
         "date": date.today().isoformat(),
         "commit": commit,
+        "split": args.split,
         "machine": f"{platform.machine()}, "
         f"{torch.get_num_threads()} threads, {platform.python_version()}, torch {torch.__version__}",
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
