@@ -20,36 +20,27 @@ from .batch import ExplainOptions, describe_error, explain_files
 from .errors import ExplainerError
 
 
+def _add_choice(parser: argparse.ArgumentParser, flag: str, what: str, choices: dict[str, str], default: str) -> None:
+    """An option taking one of ``choices`` (name: what it does), with its default and every choice in its help."""
+    parser.add_argument(
+        flag, choices=list(choices), default=default, help=f"{what} (default {default}): " + methods.help_text(choices),
+    )
+
+
 def _explain_options() -> argparse.ArgumentParser:
     """The options ``explain`` and ``batch`` share (a parent parser), read back by :func:`_options`."""
     parent = argparse.ArgumentParser(add_help=False)
     parent.add_argument("--out", required=True, type=Path, help="output folder; one subfolder per input")
     parent.add_argument("--finding", help="finding to explain (default: the most probable above its threshold)")
-    parent.add_argument(
-        "--method",
-        choices=list(methods.COUNTERFACTUAL_METHODS),
-        default=methods.DEFAULT_COUNTERFACTUAL,
-        help=f"counterfactual method (default {methods.DEFAULT_COUNTERFACTUAL}): "
-        + methods.help_text(methods.COUNTERFACTUAL_METHODS),
-    )
-    parent.add_argument(
-        "--saliency",
-        choices=list(methods.SALIENCY_METHODS),
-        default=methods.DEFAULT_SALIENCY,
-        help=f"saliency method (default {methods.DEFAULT_SALIENCY}): " + methods.help_text(methods.SALIENCY_METHODS),
-    )
+    counterfactual = methods.COUNTERFACTUAL_METHODS
+    _add_choice(parent, "--method", "counterfactual method", counterfactual, methods.DEFAULT_COUNTERFACTUAL)
+    _add_choice(parent, "--saliency", "saliency method", methods.SALIENCY_METHODS, methods.DEFAULT_SALIENCY)
     parent.add_argument(
         "--direction",
         choices=methods.DIRECTIONS,
         help="remove or add the finding (default: remove if present, add if absent)",
     )
-    parent.add_argument(
-        "--strength",
-        choices=list(methods.STRENGTHS),
-        default=methods.DEFAULT_STRENGTH,
-        help=f"how far the counterfactual goes (default {methods.DEFAULT_STRENGTH}): "
-        + methods.help_text(methods.STRENGTHS),
-    )
+    _add_choice(parent, "--strength", "how far the counterfactual goes", methods.STRENGTHS, methods.DEFAULT_STRENGTH)
     parent.add_argument("--frames", type=int, default=8, help="frames of the animation")
     parent.add_argument("--overwrite", action="store_true", help="redo inputs whose output folder exists")
     parent.add_argument("--anonymize", action="store_true", help="keep no DICOM UIDs or input folder in the outputs")
