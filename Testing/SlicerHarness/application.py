@@ -15,6 +15,7 @@ slicer.util and the parameterNodeWrapper uses; everything else the real class ha
 
 from __future__ import annotations
 
+import gc
 import importlib.util
 import os
 import shutil
@@ -33,6 +34,22 @@ import slicer  # noqa: E402
 
 if str(HERE / "python" / "slicer") not in slicer.__path__:
     slicer.__path__.append(str(HERE / "python" / "slicer"))  # Slicer's own Python modules copied here
+
+
+def _use_slicer_util_of_this_release() -> None:
+    """``slicer.util`` from the copied release (python/slicer/util.py), not slicer-core's later one."""
+    path = HERE / "python" / "slicer" / "util.py"
+    if getattr(sys.modules.get("slicer.util"), "__file__", None) == str(path):
+        return
+    spec = importlib.util.spec_from_file_location("slicer.util", path)
+    util = importlib.util.module_from_spec(spec)
+    sys.modules["slicer.util"] = util
+    spec.loader.exec_module(util)
+    slicer.util = util
+
+
+_use_slicer_util_of_this_release()
+import shiboken6  # noqa: E402
 from PySide6 import QtCore, QtWidgets  # noqa: E402
 
 from .standins import build, python_class, python_module  # noqa: E402
@@ -82,9 +99,21 @@ class NodeComboBox:
         self.__dict__["_scene"] = scene
         self.__dict__["_current"] = None
         if scene is not None:
-            self.__dict__["_observers"] = [
-                scene.AddObserver(scene.NodeAddedEvent, self._nodeAdded),
-                scene.AddObserver(scene.NodeRemovedEvent, self._nodeRemoved),
+            self.__dict__["_observers"] = tags = []
+
+            def forward(handler):
+                def observer(caller, event):
+                    if not shiboken6.isValid(self):  # the C++ widget is gone: stop observing, as its destructor would
+                        for tag in tags:
+                            caller.RemoveObserver(tag)
+                        return
+                    handler(caller, event)
+
+                return observer
+
+            tags += [
+                scene.AddObserver(scene.NodeAddedEvent, forward(self._nodeAdded)),
+                scene.AddObserver(scene.NodeRemovedEvent, forward(self._nodeRemoved)),
             ]
         self._selectDefault()
 
@@ -211,9 +240,6 @@ class CollapsibleButton:
             child.setVisible(not collapsed)
 
     collapsed = QtCore.Property(bool, lambda s: s.__dict__.get("_collapsed", False), _setCollapsed)
-
-    def setCollapsed(self, collapsed: bool) -> None:
-        self._setCollapsed(collapsed)
 
     def showEvent(self, event) -> None:
         self._showContents()
@@ -417,9 +443,6 @@ class Application:
     def layoutManager(self):
         return self.__dict__["_layout_manager"]
 
-    def mainWindow(self):
-        return self.__dict__["_main_window"]
-
     def moduleManager(self):
         return self.__dict__["_module_manager"]
 
@@ -437,6 +460,7 @@ class Harness:
         from mrml_scene import new_scene
 
         self.root = root
+        self.panels: list = []  # every module panel made, deleted by close()
         settings_dir = root / "settings"
         QtCore.QSettings.setDefaultFormat(QtCore.QSettings.Format.IniFormat)
         QtCore.QSettings.setPath(QtCore.QSettings.Format.IniFormat, QtCore.QSettings.Scope.UserScope, str(settings_dir))
@@ -633,14 +657,31 @@ class Harness:
         self.app.startupCompleted.emit()
         panel = build("qSlicerScriptedLoadableModuleWidget", ModuleWidgetParent)()
         panel.setLayout(qt.QVBoxLayout())
+        self.panels.append(panel)
         widget = getattr(python_module_, f"{name}Widget")(panel)
-        widget.setup()
         panel.__dict__["_python"] = widget
+        widget.setup()
         return module, widget
 
     def enter(self, widget) -> None:
         widget.parent.__dict__["_entered"] = True
         widget.enter()
+
+    def close(self) -> None:
+        """Quit the application: every panel's ``cleanup`` (as Slicer calls it on exit), then the panels and
+        their widgets are deleted here, at a known point, not whenever Python's cycle collector happens to
+        free them (a panel and its Python Widget refer to each other): a Qt widget tree freed from inside
+        unrelated later code, with scene observers still pointing at it, is how a test run crashes.
+        """
+        for panel in reversed(self.panels):
+            widget = panel.__dict__.pop("_python", None)
+            if widget is not None and shiboken6.isValid(panel):
+                widget.cleanup()
+            if shiboken6.isValid(panel):
+                shiboken6.delete(panel)
+        self.panels.clear()
+        QtWidgets.QApplication.processEvents()  # deferred deletes (message boxes) happen now
+        gc.collect()
 
     def close_scene(self) -> None:
         """File > Close Scene: the scene is cleared (observers see StartClose/EndClose)."""

@@ -36,6 +36,8 @@ class ScriptedUser:
         self.files: deque[str] = deque()
         self.answers: deque[int] = deque()
         self.shown: list[tuple[str, str]] = []
+        #: Dialogs shown while the application had an override cursor (a busy cursor over the buttons).
+        self.busy_questions: list[str] = []
 
     def open_file(self, *args) -> str:
         self.shown.append(("QFileDialog", str(args[1] if len(args) > 1 else "")))
@@ -44,6 +46,8 @@ class ScriptedUser:
     def exec_dialog(self, dialog) -> int:
         text = dialog.text if isinstance(dialog, QtWidgets.QMessageBox) else dialog.windowTitle
         self.shown.append((type(dialog).__name__, text))
+        if QtWidgets.QApplication.overrideCursor() is not None:
+            self.busy_questions.append(text)
         if self.answers:
             return self.answers.popleft()
         return int(QtWidgets.QMessageBox.StandardButton.Ok.value)

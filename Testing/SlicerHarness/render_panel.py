@@ -50,6 +50,7 @@ def render(out: Path) -> Path:
         picture.paste(right, (left.width, 0))
         out.parent.mkdir(parents=True, exist_ok=True)
         picture.save(out, optimize=True)
+        harness.close()
     return out
 
 

@@ -1,11 +1,14 @@
 """Stand-ins for Slicer's and CTK's C++ classes (and a few of their Python modules), built from the
 inventory of the real headers (``inventory/slicer-5.12.3.json``, made by ``inventory/make_inventory.py``).
 
-A stand-in class has exactly the real class's signals, properties, slots and methods (plus those of its
-Qt base class, which is the real PySide6 class). A member the real class lacks does not exist, so
-calling it fails as it would in Slicer. A real member that no behaviour here emulates raises
-:class:`NotEmulated`, so a test never passes by silently skipping work. Behaviours are small mixins
-whose public members must all exist in the real class (checked when the class is built).
+A stand-in class has exactly what PythonQt exposes of the real class: its signals, properties, public slots,
+``Q_INVOKABLE`` methods and PythonQt decorator methods (plus the members of its Qt base class, which is the
+real PySide6 class). Plain public C++ methods are not exposed by PythonQt, so they do not exist here either:
+``slider.setMaximum(2.0)`` fails as it fails in Slicer (``slider.maximum = 2.0`` is the way). A member the
+real class lacks does not exist, so calling it fails as it would in Slicer. A real member that no behaviour
+here emulates raises :class:`NotEmulated`, so a test never passes by silently skipping work. Behaviours are
+small mixins whose public members must all be exposed by PythonQt of the real class (checked when the class
+is built).
 """
 
 from __future__ import annotations
@@ -54,13 +57,19 @@ def chain(class_name: str) -> list[dict]:
 
 
 def members(class_name: str) -> dict[str, set[str]]:
-    """Names of the real class's signals, properties, and slots or methods (inherited included)."""
-    found = {"signals": set(), "properties": set(), "callables": set()}
+    """Names of the real class's members as PythonQt exposes them (inherited included): signals,
+    properties, ``callables`` (public slots, ``Q_INVOKABLE`` methods and PythonQt decorator methods) and
+    ``plain`` (other public C++ methods, which Python cannot call).
+    """
+    found = {"signals": set(), "properties": set(), "callables": set(), "plain": set()}
     for entry in chain(class_name):
         found["signals"] |= {_name(s) for s in entry["signals"]}
         found["properties"] |= set(entry["properties"])
         found["callables"] |= {_name(s) for s in entry["slots"]}
-        found["callables"] |= {_name(m["signature"]) for m in entry["methods"] + entry.get("python_decorators", [])}
+        found["callables"] |= {_name(m["signature"]) for m in entry["methods"] if m["invokable"]}
+        found["callables"] |= {_name(m["signature"]) for m in entry.get("python_decorators", [])}
+        found["plain"] |= {_name(m["signature"]) for m in entry["methods"] if not m["invokable"]}
+    found["plain"] -= found["callables"]
     return found
 
 
@@ -130,7 +139,10 @@ def build(class_name: str, behaviour: type | None = None, base: type | None = No
             if not n.startswith("_") and not isinstance(v, QtCore.Signal)
         } - real["callables"] - real["properties"] - real["signals"] - set(dir(real_base))
         if extra:
-            raise TypeError(f"behaviour of {class_name} defines {sorted(extra)}, which the real class lacks")
+            raise TypeError(
+                f"behaviour of {class_name} defines {sorted(extra)}, which PythonQt does not expose of the real class "
+                "(not a slot, Q_INVOKABLE method, decorator, signal or property)",
+            )
     signals, mapping = _signals(class_name)
     attributes: dict = {"_signal_signatures": mapping, "__module__": "SlicerHarness.standins"}
     attributes.update(signals)
@@ -139,7 +151,7 @@ def build(class_name: str, behaviour: type | None = None, base: type | None = No
             if behaviour is None or name not in vars(behaviour):
                 attributes[name] = _stored_property(name, info["type"], bool(info["write"]))
             setter = info["write"]
-            if setter and (behaviour is None or setter not in vars(behaviour)):
+            if setter in real["callables"] and (behaviour is None or setter not in vars(behaviour)):
                 attributes[setter] = lambda self, value, _n=name: self.setProperty(_n, value)
     defined = set(attributes) | set(dir(base)) | (set(dir(behaviour)) if behaviour else set())
     for name in real["callables"] - defined:

@@ -176,8 +176,10 @@ def param_type(param: str) -> str:
     return normalize_type(param)
 
 
-def parse_function(stmt: str, cls: str) -> tuple[str, bool, bool] | None:
-    """(normalized signature, static?, Q_SIGNAL/Q_SLOT-marked?) of a member function; None if not one."""
+def parse_function(stmt: str, cls: str) -> tuple[str, bool, bool, bool] | None:
+    """(normalized signature, static?, Q_SIGNAL/Q_SLOT-marked?, Q_INVOKABLE?) of a member function; None if not
+    one.
+    """
     text = " ".join(stmt.split())
     if "(" not in text or re.match(r"(friend|typedef|using|enum|class|struct|union|template|static_assert)\b", text):
         return None
@@ -187,6 +189,7 @@ def parse_function(stmt: str, cls: str) -> tuple[str, bool, bool] | None:
     if "=" in head or "operator" in head or re.search(r"=\s*delete", text[close_at:]):
         return None
     static, marked = bool(re.search(r"\bstatic\b", head)), bool(re.search(r"\bQ_(SIGNAL|SLOT)\b", head))
+    invokable = bool(re.search(r"\bQ_INVOKABLE\b", head))
     head = re.sub(SPECIFIERS, " ", head).strip()
     name = re.search(r"~?\w+$", head).group()
     if head == name or name.startswith("~"):  # constructor, destructor, or an unknown macro
@@ -194,7 +197,7 @@ def parse_function(stmt: str, cls: str) -> tuple[str, bool, bool] | None:
             raise ValueError(text)
         return None
     params = [param_type(p) for p in split_top(text[open_at + 1:close_at])]
-    return f"{name}({','.join(p for p in params if p != 'void')})", static, marked
+    return f"{name}({','.join(p for p in params if p != 'void')})", static, marked, invokable
 
 
 def parse_property(args: str) -> tuple[str, dict]:
@@ -232,13 +235,13 @@ def add_member(entry: dict, section: str, stmt: str, cls: str) -> None:
     if enum := parse_enum(stmt):
         entry["enums"][enum[0]] = enum[1]
     elif parsed := parse_function(stmt, cls):
-        signature, static, marked = parsed
+        signature, static, marked, invokable = parsed
         if section == "signals" or (marked and "Q_SIGNAL" in stmt):
             entry["signals"].append(signature)
         elif section == "public slots" or marked:
             entry["slots"].append(signature)
         else:
-            entry["methods"].append({"signature": signature, "static": static})
+            entry["methods"].append({"signature": signature, "static": static, "invokable": invokable})
 
 
 def decorators(repos: list[Repo]) -> dict[str, list[dict]]:
@@ -341,10 +344,22 @@ def inventory_python(repos: dict[str, Repo]) -> dict:
     return result
 
 
+def python_packages(repo: Repo) -> dict[str, str]:
+    """The Python distributions Slicer's SuperBuild installs into its Python, each at its pinned version
+    (``name==version --hash=...`` lines of ``SuperBuild/External_python-*.cmake``), names normalized as pip does.
+    """
+    pins = {}
+    for path in (f for f in repo.files if re.fullmatch(r"SuperBuild/External_python-[\w-]+\.cmake", f)):
+        for name, version in re.findall(r"^\s*([A-Za-z0-9_.-]+)==([^\s;]+)\s", repo.show(path), flags=re.M):
+            pins[re.sub(r"[-_.]+", "-", name).lower()] = version
+    return dict(sorted(pins.items()))
+
+
 def print_summary(inventory: dict, warnings: list[str]) -> None:
     classes = inventory["classes"]
     print(f"{len(classes)} classes ({sum(c['requested'] for c in classes.values())} requested), "
-          f"{len(inventory['python'])} Python entries, {len(inventory['missing'])} missing")
+          f"{len(inventory['python'])} Python entries, {len(inventory['missing'])} missing, "
+          f"{len(inventory['python_packages'])} pinned Python packages")
     for name, c in sorted(classes.items()):
         counts = " ".join(f"{key}={len(c[key]):3}" for key in ("properties", "signals", "slots", "methods", "enums"))
         print(f"  {name:37} {counts} decorators={len(c['python_decorators'])} qt_base={c['qt_base']}")
@@ -366,7 +381,8 @@ def main() -> None:
     warnings = []
     classes, missing = inventory_classes([repos["Slicer"], repos["CTK"]], warnings)
     inventory = {"sources": {name: r.source_info() for name, r in repos.items()}, "classes": classes,
-                 "python": inventory_python(repos), "missing": missing}
+                 "python": inventory_python(repos), "missing": missing,
+                 "python_packages": python_packages(repos["Slicer"])}
     args.output.write_text(json.dumps(inventory, indent=1, sort_keys=True) + "\n")
     print_summary(inventory, warnings)
 
