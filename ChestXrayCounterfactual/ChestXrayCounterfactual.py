@@ -102,6 +102,8 @@ class ChestXrayCounterfactualWidget(ScriptedLoadableModuleWidget, VTKObservation
         self._parameterNode = None
         self._parameterNodeGuiTag = None
         self._explanation = None  # the last engine result, for DICOM export; not kept past the scene
+        self._running = False  # an explanation is under way (its progress dialog processes events)
+        self._sceneClosedDuringRun = False
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -140,6 +142,7 @@ class ChestXrayCounterfactualWidget(ScriptedLoadableModuleWidget, VTKObservation
             self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateButtons)
 
     def onSceneStartClose(self, caller, event) -> None:
+        self._sceneClosedDuringRun = self._running  # the run stops at its next progress report
         self.setParameterNode(None)
 
     def onSceneEndClose(self, caller, event) -> None:
@@ -180,9 +183,11 @@ class ChestXrayCounterfactualWidget(ScriptedLoadableModuleWidget, VTKObservation
         self.ui.exportDicomButton.enabled = bool(explained and self._explanation is not None)
 
     def _requirementsReady(self) -> bool:
-        """Check (and with consent install) the requirements; a failure is shown, and the action stops."""
+        """Check (and with consent install) the requirements; a failure is shown, and the action stops.
+        No wait cursor here: the questions come first, and the install shows its own wait cursor.
+        """
         try:
-            with slicer.util.tryWithErrorDisplay(_("The Python requirements are not met."), waitCursor=True):
+            with slicer.util.tryWithErrorDisplay(_("The Python requirements are not met.")):
                 return self.logic.setupPythonRequirements()
         except Exception:  # shown to the user by tryWithErrorDisplay
             return False
@@ -249,18 +254,31 @@ class ChestXrayCounterfactualWidget(ScriptedLoadableModuleWidget, VTKObservation
             self._parameterNode.finding = self.ui.findingsTable.item(rows[0].row(), 0).text()
 
     def onExplain(self) -> None:
-        if not self._hasInput() or not self._requirementsReady():
+        """Explain the input, one run at a time: the progress dialog is application-modal and the panel is
+        disabled while it runs; closing the scene mid-run cancels it, so nothing lands in the next scene.
+        """
+        if self._running or not self._hasInput() or not self._requirementsReady():
             return
+        self._running, self._sceneClosedDuringRun = True, False
+        self.parent.enabled = False
+        try:
+            self._explain()
+        finally:
+            self._running = False
+            self.parent.enabled = True
+
+    def _explain(self) -> None:
         p = self._parameterNode
         dialog = slicer.util.createProgressDialog(
             labelText=_("Explaining..."), maximum=100, windowTitle=_("Chest X-ray Counterfactual"),
+            windowModality=qt.Qt.ApplicationModal,
         )
 
         def progress(stage: str, fraction: float) -> bool:
             dialog.labelText = stage.replace("_", " ")
             dialog.value = int(100 * fraction)
             slicer.app.processEvents()
-            return not dialog.wasCanceled
+            return not (dialog.wasCanceled or self._sceneClosedDuringRun)
 
         from ChestXrayCounterfactualLib import CancelledError
         from ChestXrayCounterfactualLib.records import input_lines
@@ -278,7 +296,11 @@ class ChestXrayCounterfactualWidget(ScriptedLoadableModuleWidget, VTKObservation
                         progress=progress,
                     )
                 except CancelledError:  # the user's choice, not an error
-                    self.ui.statusLabel.text = _("Cancelled: nothing was added to the scene.")
+                    self.ui.statusLabel.text = (
+                        _("Cancelled: the scene was closed, and nothing was added to the new one.")
+                        if self._sceneClosedDuringRun
+                        else _("Cancelled: nothing was added to the scene.")
+                    )
                     return
                 self._explanation = nodes["explanation"]
                 with slicer.util.NodeModify(p):

@@ -2,9 +2,10 @@
 import, which succeeds for an old copy Slicer already loaded), installed only with the user's consent
 and never in testing mode, torch left to the PyTorch extension.
 
-Supported: Slicer 5.12 and later. It ships pydicom 3 (5.10 ships 2.4.4, which its DICOM plugins import
-at start-up, so upgrading it would need a restart and put those plugins on an untested pydicom) and
-``slicer.packaging``.
+Supported: Slicer 5.12 and later. It ships pydicom 3.0.2 and highdicom 0.27.0 (its DICOM plugins import
+them at start-up) and ``slicer.packaging``. A package that is installed already, Slicer's own or another
+extension's, is never upgraded: the requirements accept Slicer 5.12's versions, and pip installs what is
+missing under constraints that pin everything installed.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import logging
-import sys
+import re
 import tempfile
 from pathlib import Path
 
@@ -45,46 +46,57 @@ def read_requirements(path: Path | str) -> list[str]:
     return [line for line in lines if line]
 
 
-def installed_version(distribution: str) -> str | None:
-    try:
-        return importlib.metadata.version(distribution)
-    except importlib.metadata.PackageNotFoundError:
-        return None
+def canonical(name: str) -> str:
+    """A distribution name as pip compares them (PEP 503)."""
+    return re.sub(r"[-_.]+", "-", name).lower()
 
 
-def unmet(requirements: list[str]) -> list[str]:
-    """The requirements that are not installed at an accepted version."""
+def installed_distributions() -> dict[str, str]:
+    """Every distribution installed in this Python, by canonical name: Slicer's own packages among them."""
+    return {canonical(d.metadata["Name"]): d.version for d in importlib.metadata.distributions() if d.metadata["Name"]}
+
+
+def unmet(requirements: list[str], installed: dict[str, str] | None = None) -> list[str]:
+    """The requirements that are not installed at an accepted version (``installed``: the distributions
+    to judge by, default what :func:`installed_distributions` finds).
+    """
     from packaging.requirements import Requirement
 
+    installed = installed_distributions() if installed is None else installed
     missing = []
     for line in requirements:
         requirement = Requirement(line)
-        version = installed_version(requirement.name)
+        version = installed.get(canonical(requirement.name))
         if version is None or not requirement.specifier.contains(version, prereleases=True):
             missing.append(line)
     return missing
 
 
-def _imported_distributions() -> dict[str, str]:
-    """Installed version of every distribution that has a module imported in this process."""
-    imported = {}
-    for module, distributions in importlib.metadata.packages_distributions().items():
-        if module in sys.modules:
-            for distribution in distributions:
-                imported[distribution] = installed_version(distribution)
-    return imported
+def _refuse_upgrades(missing: list[str], installed: dict[str, str]) -> None:
+    """Raise :class:`RequirementsError` when a requirement asks for another version of an installed package.
+
+    Installed packages are Slicer's own (or another extension's): Slicer may have imported them already
+    (its DICOM plugins import pydicom and highdicom at start-up) and was tested with exactly these versions,
+    so they are never upgraded here; the module's requirements accept what Slicer ships.
+    """
+    from packaging.requirements import Requirement
+
+    clashes = [(line, installed[canonical(Requirement(line).name)]) for line in missing
+               if canonical(Requirement(line).name) in installed]
+    if clashes:
+        found = ", ".join(f"{line} (installed: {version})" for line, version in clashes)
+        raise RequirementsError(
+            _("These packages are installed at versions this module cannot use, and packages Slicer already has "
+              "are never upgraded: {found}. Use a Slicer release this module supports.").format(found=found),
+        )
 
 
-#: Installed packages pip must not replace: the PyTorch extension's torch build (CUDA or CPU), and
-#: Slicer's own numpy (a requirement's older release could otherwise pull numpy down).
-PINNED = ("torch", "torchvision", "numpy")
-
-
-def _constraints() -> Path:
-    """A pip constraints file pinning the installed :data:`PINNED` packages."""
-    pins = [f"{name}=={installed_version(name)}" for name in PINNED if installed_version(name)]
+def _constraints(installed: dict[str, str]) -> Path:
+    """A pip constraints file pinning every installed distribution at its version, so that installing the
+    missing requirements never upgrades or downgrades a package Slicer (or the PyTorch extension) installed.
+    """
     path = Path(tempfile.mkdtemp(prefix="ChestXrayCounterfactual-")) / "constraints.txt"
-    path.write_text("\n".join(pins) + "\n")
+    path.write_text("".join(f"{name}=={version}\n" for name, version in sorted(installed.items())))
     return path
 
 
@@ -98,7 +110,8 @@ def _install_torch() -> None:
         ) from error
     logic = PyTorchUtils.PyTorchUtilsLogic()
     if logic.torchInstalled():
-        found = ", ".join(f"{name} {installed_version(name) or 'missing'}" for name in ("torch", "torchvision"))
+        installed = installed_distributions()
+        found = ", ".join(f"{name} {installed.get(name, 'missing')}" for name in ("torch", "torchvision"))
         raise RequirementsError(
             _(
                 "{needed} are needed; installed: {found}. Install them in the PyTorch Utils module, restart "
@@ -114,47 +127,40 @@ def _install_torch() -> None:
 
 def ensure(requirements_file: Path | str, install: bool = True) -> bool:
     """True when every requirement is met. With ``install``, what is missing is installed first if the
-    user agrees (asked once); without it (batch runs, the module's test) nothing is ever installed.
+    user agrees (asked once, before the wait cursor); without it (batch runs, the module's test) nothing is
+    ever installed. Nothing installed is ever upgraded (:func:`_refuse_upgrades`, :func:`_constraints`).
 
-    False when something is missing and may not be installed, when the user declines, in testing mode
-    (tests never install), or when an upgraded package was already imported (Slicer must restart; the
-    user is offered a restart). Raises :class:`RequirementsError` when the requirements cannot be met.
+    False when something is missing and may not be installed, when the user declines, or in testing mode
+    (tests never install). Raises :class:`RequirementsError` when the requirements cannot be met.
     """
     check_slicer_version()
     requirements = read_requirements(requirements_file)
-    missing = unmet([*TORCH_REQUIREMENTS, *requirements])
+    installed = installed_distributions()
+    missing = unmet([*TORCH_REQUIREMENTS, *requirements], installed)
     if not missing:
         return True
     if not install or slicer.app.testingEnabled():
         logging.info("Not installing (%s): %s", "testing mode" if install else "check only", ", ".join(missing))
         return False
+    _refuse_upgrades(unmet(requirements, installed), installed)
     question = _(
         "Chest X-ray Counterfactual needs these Python packages: {packages}. Install them now? PyTorch comes "
         "through the PyTorch extension; the download can take several minutes.").format(packages=", ".join(missing))
     if not slicer.util.confirmOkCancelDisplay(question, windowTitle=REQUESTER):
         return False
-    if unmet(list(TORCH_REQUIREMENTS)):
-        _install_torch()
-    before = _imported_distributions()
-    importlib.import_module("slicer.packaging").pip_ensure(
-        unmet(requirements),
-        constraints=str(_constraints()),
-        prompt_install=False,
-        prompt_restart=False,
-        requester=REQUESTER,
-    )
+    with slicer.util.WaitCursor():  # after the question
+        if unmet(list(TORCH_REQUIREMENTS), installed):
+            _install_torch()
+            installed = installed_distributions()
+        importlib.import_module("slicer.packaging").pip_ensure(
+            unmet(requirements, installed),
+            constraints=str(_constraints(installed)),
+            prompt_install=False,
+            prompt_restart=False,
+            requester=REQUESTER,
+        )
+    importlib.invalidate_caches()
     still = unmet([*TORCH_REQUIREMENTS, *requirements])
     if still:
         raise RequirementsError(_("These requirements could not be installed: {}").format(", ".join(still)))
-    stale = sorted(name for name, version in before.items() if installed_version(name) != version)
-    if stale:
-        if slicer.util.confirmYesNoDisplay(
-            _("{packages} were upgraded while an older copy was in use. Restart Slicer now?").format(
-                packages=", ".join(stale),
-            ),
-            windowTitle=REQUESTER,
-        ):
-            slicer.util.restart()
-        return False
-    importlib.invalidate_caches()
     return True

@@ -24,7 +24,7 @@ pytest.importorskip("PySide6", reason="needs PySide6 (pip install pyside6-essent
 slicer = pytest.importorskip("slicer", reason="needs slicer-core")
 
 from conftest import JPEG_BASELINE, ROOT, SAMPLE  # noqa: E402
-from SlicerHarness import application, pythonqt  # noqa: E402
+from SlicerHarness import application, pythonqt, standins  # noqa: E402
 
 MODULE_FILE = ROOT / "ChestXrayCounterfactual" / "ChestXrayCounterfactual.py"
 
@@ -33,7 +33,10 @@ MODULE_FILE = ROOT / "ChestXrayCounterfactual" / "ChestXrayCounterfactual.py"
 def harness(tmp_path):
     pythonqt.slot_errors.clear()
     harness = application.start(tmp_path / "slicer")
-    yield harness
+    try:
+        yield harness
+    finally:
+        harness.close()
     errors, pythonqt.slot_errors[:] = list(pythonqt.slot_errors), []
     shown = [text for _, text in harness.user.shown]
     unexplained = [e for e in errors if not any(str(e) in text for text in shown)]
@@ -197,6 +200,60 @@ def test_explain_shows_progress_and_cancel_adds_nothing(panel):
     assert not any(kind.endswith("MessageBox") for kind, _ in harness.user.shown), "cancelling is not an error"
 
 
+def _explain_while(harness, widget, monkeypatch, action) -> int:
+    """Explain, and ``action()`` once from the event loop while the progress dialog shows the counterfactual
+    stage (as a user's click during the run arrives); returns how many runs began (progress dialogs made).
+    """
+    runs: list[bool] = []
+    done: list[bool] = []
+    make_dialog = slicer.util.createProgressDialog
+
+    def counted(*args, **kwargs):
+        runs.append(True)
+        return make_dialog(*args, **kwargs)
+
+    def act_during_the_counterfactual():
+        for dialog in application.QtWidgets.QApplication.topLevelWidgets():
+            if isinstance(dialog, application.QtWidgets.QProgressDialog) and dialog.isVisible():
+                if dialog.labelText == "counterfactual" and not done:
+                    done.append(True)
+                    action()
+
+    monkeypatch.setattr(slicer.util, "createProgressDialog", counted)
+    timer = application.QtCore.QTimer()
+    timer.timeout.connect(act_during_the_counterfactual)
+    timer.start(0)
+    try:
+        _explain(harness, widget)
+    finally:
+        timer.stop()
+    assert done, "the action ran during the counterfactual stage"
+    return len(runs)
+
+
+def test_a_second_explain_click_during_a_run_starts_nothing(panel, monkeypatch):
+    harness, widget = panel
+    _load_sample(harness, widget)
+    assert _explain_while(harness, widget, monkeypatch, widget.ui.explainButton.click) == 1, "no nested second run"
+    assert widget.ui.statusLabel.text.startswith("Cardiomegaly p ")
+    assert widget._parameterNode.counterfactualVolume and widget.ui.explainButton.enabled
+    assert not any(kind.endswith("MessageBox") for kind, _ in harness.user.shown)
+
+
+def test_closing_the_scene_during_a_run_cancels_it_and_leaves_the_new_scene_empty(panel, monkeypatch):
+    harness, widget = panel
+    _load_sample(harness, widget)
+    _explain_while(harness, widget, monkeypatch, harness.close_scene)
+    volumes = slicer.util.getNodesByClass("vtkMRMLScalarVolumeNode")
+    assert volumes == [], f"nothing of the closed scene's run lands in the new one: {[v.GetName() for v in volumes]}"
+    assert not slicer.util.getNodesByClass("vtkMRMLSequenceBrowserNode")
+    assert widget.ui.statusLabel.text.startswith("Cancelled: the scene was closed")
+    assert not any(kind.endswith("MessageBox") for kind, _ in harness.user.shown), "cancelling is not an error"
+    volume = _load_sample(harness, widget)
+    _explain(harness, widget)
+    assert widget._parameterNode.inputVolume is volume and widget._parameterNode.counterfactualVolume
+
+
 def test_after_closing_the_scene_every_control_is_safe(panel):
     harness, widget = panel
     _load_sample(harness, widget)
@@ -323,7 +380,8 @@ OK, CANCEL, YES = (int(b.value) for b in (application.QtWidgets.QMessageBox.Stan
 @pytest.fixture
 def pip(tmp_path, monkeypatch):
     """Stands in for slicer.packaging.pip_ensure (the one step that would change this environment): it
-    records the call and "installs" each requirement as pip would leave it, a dist-info on sys.path.
+    checks the call against the real function's signature (Slicer 5.12.3's), records it and "installs" each
+    requirement as pip would leave it, a dist-info on sys.path.
     """
     site = tmp_path / "site-packages"
     site.mkdir()
@@ -338,14 +396,16 @@ def pip(tmp_path, monkeypatch):
             info.mkdir()
             (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")
 
-    packaging = types.SimpleNamespace(pip_ensure=pip_ensure)
+    real = standins.INVENTORY["python"]["slicer.packaging"]["functions"]["pip_ensure"]
+    packaging = types.SimpleNamespace(pip_ensure=standins.checked("slicer.packaging", "pip_ensure", real, pip_ensure))
     monkeypatch.setattr(slicer, "packaging", packaging, raising=False)
     monkeypatch.setitem(sys.modules, "slicer.packaging", packaging)
     return calls
 
 
-def test_requirements_are_checked_by_version_and_never_installed_in_testing_mode(tmp_path, monkeypatch, pip):
+def test_requirements_are_checked_by_version_and_never_installed_in_testing_mode(tmp_path, monkeypatch, pip, request):
     harness = application.start(tmp_path / "slicer", testing=True)
+    request.addfinalizer(harness.close)
     harness.load_module(MODULE_FILE)
     from ChestXrayCounterfactualSlicer import requirements
 
@@ -379,7 +439,25 @@ def test_requirements_install_asks_once_and_keeps_pip_away_from_torch(harness, t
     torch = importlib.metadata.version("torch")
     assert f"torch=={torch}" in pins, "pip can never replace the PyTorch extension's torch"
     assert [kind for kind, _ in harness.user.shown] == ["ctkMessageBox", "ctkMessageBox"]
+    assert harness.user.busy_questions == [], "no question is asked under a wait cursor"
     assert requirements.ensure(wanted) is True and len(pip) == 1, "met now: no second install, no question"
+
+
+def test_the_panel_asks_its_questions_before_the_wait_cursor(panel, tmp_path, monkeypatch, pip):
+    """On Slicer 5.12.3 a message box keeps the application's override cursor: a question asked inside a
+    wait-cursor block shows a busy cursor over its buttons. The panel asks first, then waits.
+    """
+    harness, widget = panel
+    wanted = tmp_path / "requirements.txt"
+    wanted.write_text(f"{ABSENT}\n")
+    monkeypatch.setattr(widget.logic, "resourcePath", lambda name: str(wanted))
+    _load_sample(harness, widget)
+    harness.user.answers.append(OK)
+    widget.ui.analyzeButton.click()
+    assert next(text for kind, text in harness.user.shown if kind == "ctkMessageBox").startswith("Chest X-ray")
+    assert len(pip) == 1 and widget.ui.findingsTable.rowCount == 4
+    assert harness.user.busy_questions == [], "no question is asked under a wait cursor"
+    assert application.QtWidgets.QApplication.overrideCursor() is None, "every wait cursor was restored"
 
 
 def test_requirements_check_only_never_installs_or_asks(harness, tmp_path, pip):
@@ -393,7 +471,7 @@ def test_requirements_check_only_never_installs_or_asks(harness, tmp_path, pip):
     assert pip == [] and harness.torch_installs == [] and harness.user.shown == []
 
 
-def test_requirements_refuse_an_old_torch_or_slicer_and_offer_a_restart(harness, tmp_path, monkeypatch, pip):
+def test_requirements_refuse_an_old_torch_an_old_slicer_or_an_upgrade(harness, tmp_path, monkeypatch, pip):
     harness.load_module(MODULE_FILE)
     from ChestXrayCounterfactualSlicer import requirements
 
@@ -407,16 +485,41 @@ def test_requirements_refuse_an_old_torch_or_slicer_and_offer_a_restart(harness,
     assert harness.torch_installs == [] and pip == [], "an old torch is not silently replaced"
     monkeypatch.setattr(requirements, "TORCH_REQUIREMENTS", supported)
 
-    # As on a Slicer whose own pydicom 2.4.4 was imported at start-up: the upgrade needs a restart.
-    monkeypatch.setattr(requirements, "_imported_distributions", lambda: {"pydicom": "2.4.4"})
-    restarts = []
-    monkeypatch.setattr(slicer.util, "restart", lambda: restarts.append(True))
-    harness.user.answers.extend([OK, YES])
-    assert requirements.ensure(wanted) is False and restarts == [True]
+    # A requirement that only a newer copy of an installed package meets: refused before any question.
+    wanted.write_text(f"pydicom>=99\n{ABSENT}\n")
+    shown = len(harness.user.shown)
+    with pytest.raises(requirements.RequirementsError, match=re.escape("pydicom>=99 (installed: ")):
+        requirements.ensure(wanted)
+    assert pip == [] and len(harness.user.shown) == shown, "nothing installed, nothing asked"
 
     monkeypatch.setattr(application, "SLICER_VERSION", (5, 10))
     with pytest.raises(requirements.RequirementsError, match=re.escape("Slicer 5.12 or later")):
         requirements.ensure(wanted)
+
+
+def test_install_flow_on_slicer_5_12_3_upgrades_none_of_its_packages(harness, tmp_path, monkeypatch, pip):
+    """The install flow replayed on the Python of Slicer 5.12.3: its pinned packages (from its SuperBuild,
+    recorded in the inventory) plus the PyTorch extension's torch, and nothing of ours.
+    """
+    harness.load_module(MODULE_FILE)
+    from ChestXrayCounterfactualSlicer import requirements
+
+    slicer_packages = standins.INVENTORY["python_packages"]
+    assert slicer_packages["highdicom"] == "0.27.0" and slicer_packages["pydicom"] == "3.0.2"
+    installed = dict(slicer_packages, torch="2.9.1", torchvision="0.24.1")
+    monkeypatch.setattr(
+        requirements, "installed_distributions",
+        lambda: installed | {requirements.canonical(line.split(">")[0]): "99" for call in pip for line in call[0]},
+    )
+    ours = MODULE_FILE.parent / "Resources" / "requirements.txt"
+    harness.user.answers.append(OK)
+    assert requirements.ensure(ours) is True
+    [(asked_for, options)] = pip
+    asked = {requirements.canonical(line.split(">")[0]) for line in asked_for}
+    assert asked, "the packages Slicer lacks are installed"
+    assert not asked & set(slicer_packages), f"pip is asked for what Slicer ships: {asked & set(slicer_packages)}"
+    pins = Path(options["constraints"]).read_text().split()
+    assert {f"{name}=={version}" for name, version in installed.items()} <= set(pins), "pip moves none of them"
 
 
 #: The defects a review of the first version found, put back one at a time: (where, fixed, broken).
@@ -486,3 +589,34 @@ def test_the_harness_fails_on_calls_a_real_slicer_would_reject(panel, tmp_path):
         (tmp_path / resource).symlink_to(MODULE_FILE.parent / resource)
     with pytest.raises(AttributeError, match="toggle"):
         harness.load_module(misspelt)
+
+
+#: Calls PythonQt rejects because the C++ method is neither a slot nor Q_INVOKABLE (only a property's
+#: setter), each with the form PythonQt accepts: (injected call, the property form).
+NON_SLOT_CALLS = {
+    "ctkSliderWidget.setMaximum": ("self.ui.opacitySlider.setMaximum(2.0)", "self.ui.opacitySlider.maximum = 2.0"),
+    "qMRMLNodeComboBox.setNodeTypes": (
+        'self.ui.inputSelector.setNodeTypes(["vtkMRMLScalarVolumeNode"])',
+        'self.ui.inputSelector.nodeTypes = ["vtkMRMLScalarVolumeNode"]',
+    ),
+}
+
+
+@pytest.mark.parametrize("call", NON_SLOT_CALLS)
+def test_a_call_pythonqt_does_not_expose_fails_the_panel(harness, tmp_path, call):
+    """Injected into the panel's setup, a plain C++ method fails here as in Slicer; the property form works."""
+    anchor = "        uiWidget.setMRMLScene(slicer.mrmlScene)\n"
+    source = MODULE_FILE.read_text()
+    assert anchor in source
+    plain, as_property = NON_SLOT_CALLS[call]
+    for folder, line in (("plain", plain), ("property", as_property)):
+        variant = tmp_path / folder / MODULE_FILE.name
+        variant.parent.mkdir()
+        variant.write_text(source.replace(anchor, f"{anchor}        {line}\n"))
+        (variant.parent / "Resources").symlink_to(MODULE_FILE.parent / "Resources")
+        if line is plain:
+            with pytest.raises(AttributeError, match=call.split(".")[1]):
+                harness.load_module(variant)
+        else:
+            _, widget = harness.load_module(variant)
+            assert widget.ui.opacitySlider.maximum == 2.0 or widget.ui.inputSelector.nodeTypes
