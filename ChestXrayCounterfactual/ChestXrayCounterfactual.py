@@ -181,6 +181,8 @@ class ChestXrayCounterfactualWidget(ScriptedLoadableModuleWidget, VTKObservation
             widget.enabled = explained
         self.ui.playButton.enabled = bool(explained and p.sequenceBrowser)
         self.ui.exportDicomButton.enabled = bool(explained and self._explanation is not None)
+        # Radiographs only: this module's results are not offered as an input.
+        self.ui.inputSelector.sortFilterProxyModel().hiddenNodeIDs = self.logic.resultVolumeIDs()
 
     def _requirementsReady(self) -> bool:
         """Check (and with consent install) the requirements; a failure is shown, and the action stops.
@@ -389,6 +391,12 @@ class ChestXrayCounterfactualLogic(ScriptedLoadableModuleLogic):
         from ChestXrayCounterfactualSlicer import scene
 
         return scene.first_radiograph()
+
+    def resultVolumeIDs(self) -> list[str]:
+        """IDs of the volumes this module made, which the input selector does not offer."""
+        from ChestXrayCounterfactualSlicer import scene
+
+        return scene.result_volume_ids()
 
     def checkModelSet(self, path: str) -> None:
         """Load and verify a model-set spec (raises with the reason if it cannot be used)."""

@@ -175,6 +175,12 @@ def first_radiograph():
     return None
 
 
+def result_volume_ids() -> list[str]:
+    """IDs of the volumes this module made (saliency, counterfactual, difference, animation frames)."""
+    volumes = slicer.util.getNodesByClass("vtkMRMLScalarVolumeNode")
+    return [node.GetID() for node in volumes if node.GetAttribute(f"{ATTRIBUTE}.Role")]
+
+
 def color_node(name: str):
     """The colour table called ``name``: Slicer's own (Inferno, DivergingBlueRed, Iron, ...) where the
     application has it, else for Inferno/DivergingBlueRed a user table with the same colours (saved with
@@ -331,6 +337,7 @@ def _sequence(volume_node, explanation: Explanation, study: int):
     sequence.SetIndexName("frame")
     sequence.SetIndexUnit("")
     frame = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "frame (scratch)")
+    frame.SetAttribute(f"{ATTRIBUTE}.Role", "frame")
     try:
         for i in range(len(explanation.model_frame_changes)):
             frame.CopyOrientation(volume_node)
@@ -351,6 +358,7 @@ def _sequence(volume_node, explanation: Explanation, study: int):
         logic.UpdateProxyNodesFromSequences(browser)
     proxy = browser.GetProxyNode(sequence)
     if proxy is not None:
+        proxy.SetAttribute(f"{ATTRIBUTE}.Role", "frame")
         _style_like_input(proxy, volume_node, explanation.radiograph.inverted)
     for node in (sequence, browser) + ((proxy,) if proxy is not None else ()):
         _place(node, study)

@@ -90,6 +90,10 @@ def test_input_selector_offers_scalar_radiographs_only(panel):
     assert selector.nodeCount() == 1 and selector.currentNode() is volume
     with pytest.raises(ValueError):
         selector.setCurrentNode(label)
+    p = _explain(harness, widget)
+    assert selector.nodeCount() == 1, "the results (also scalar volumes) are not offered as inputs"
+    with pytest.raises(ValueError):
+        selector.setCurrentNode(p.counterfactualVolume)
 
 
 def test_a_user_session_through_every_control(panel, tmp_path):

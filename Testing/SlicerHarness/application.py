@@ -127,8 +127,15 @@ class NodeComboBox:
         else:
             offered = node.GetClassName() in types_
         hidden = node.GetHideFromEditors() and not self._option("showHidden", False)
+        hidden = hidden or node.GetID() in self.sortFilterProxyModel().hiddenNodeIDs
         excluded = any(node.IsA(t) for t in self._option("hideChildNodeTypes", []))
         return offered and not hidden and not excluded
+
+    def sortFilterProxyModel(self):
+        """The proxy model that filters the scene's nodes (its ``hiddenNodeIDs`` hide nodes here)."""
+        if "_proxy" not in self.__dict__:
+            self.__dict__["_proxy"] = slicer.qMRMLSortFilterProxyModel()
+        return self.__dict__["_proxy"]
 
     def _nodes(self) -> list:
         scene = self.mrmlScene()

@@ -31,7 +31,7 @@ qSlicerApplication qSlicerCoreApplication qSlicerLayoutManager qSlicerWidget qSl
 qSlicerAbstractModuleRepresentation qSlicerScriptedLoadableModuleWidget qSlicerMainWindow qSlicerCommandOptions
 qSlicerCoreCommandOptions qSlicerModuleManager qSlicerPythonManager qSlicerIOManager qSlicerCoreIOManager
 qSlicerScriptedLoadableModule qSlicerAbstractCoreModule ctkCheckablePushButton ctkDoubleSlider ctkDoubleRangeSlider
-qMRMLScreenShotDialog
+qMRMLScreenShotDialog qMRMLSortFilterProxyModel
 """.split()
 
 # (module name, repository, file, record top-level functions?, classes whose methods to record)
