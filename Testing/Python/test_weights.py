@@ -63,3 +63,18 @@ def test_a_pickled_object_is_never_unpickled(weights_copy):
     (weights_copy / CARD_NAME).write_text(json.dumps(card))
     with pytest.raises(WeightsError, match="cannot be loaded safely"):
         load_model_set(weights_copy)
+
+
+def test_weights_are_stored_in_half_precision_and_run_in_float32():
+    """Half the file size: floating tensors are fp16 on disk (integers stay as they are) and float32 once loaded."""
+    weights = default_weights_dir()
+    card = json.loads((weights / CARD_NAME).read_text())
+    for entry in card["files"].values():
+        if entry["file"].endswith(".pt"):
+            tensors = torch.load(weights / entry["file"], map_location="cpu", weights_only=True)
+            kinds = {v.dtype for v in tensors.values() if v.is_floating_point()}
+            assert kinds == {torch.float16}, (entry["file"], kinds)
+    models = load_model_set()
+    networks = [models.classifier, models.autoencoder, *(a.network for a in models.auditors)]
+    for network in networks:
+        assert {p.dtype for p in network.parameters()} == {torch.float32}
