@@ -263,7 +263,7 @@ class ChestXrayCounterfactualWidget(ScriptedLoadableModuleWidget, VTKObservation
             return not dialog.wasCanceled
 
         from ChestXrayCounterfactualLib import CancelledError
-        from ChestXrayCounterfactualLib.records import input_lines
+        from ChestXrayCounterfactualLib.explain.records import input_lines
 
         try:
             with slicer.util.tryWithErrorDisplay(_("Could not explain the radiograph."), waitCursor=True):
@@ -425,7 +425,7 @@ class ChestXrayCounterfactualLogic(ScriptedLoadableModuleLogic):
         """Explain files into ``outputDir`` (one folder each), as the command line does; one
         ``FileResult`` per input. A bad option raises ``ValueError`` before any file is read.
         """
-        from ChestXrayCounterfactualLib.batch import ExplainOptions, explain_files
+        from ChestXrayCounterfactualLib.runs.files import ExplainOptions, explain_files
         from ChestXrayCounterfactualSlicer import scene
 
         defaults = ExplainOptions()
@@ -437,13 +437,13 @@ class ChestXrayCounterfactualLogic(ScriptedLoadableModuleLogic):
 
     def exportDicom(self, explanation, folder: str | None = None):
         """Write an explanation as DICOM (new series in the input's study; see
-        ``ChestXrayCounterfactualLib.dicom_outputs``) and add them to Slicer's DICOM database, so they
+        ``ChestXrayCounterfactualLib.outputs.dicom``) and add them to Slicer's DICOM database, so they
         appear under the input's patient and study. ``folder``: where to keep the files (default: only
         in the database).
         """
         from DICOMLib import DICOMUtils
 
-        from ChestXrayCounterfactualLib.dicom_outputs import write_dicom
+        from ChestXrayCounterfactualLib.outputs.dicom import write_dicom
 
         database = slicer.dicomDatabase
         if not database or not database.isOpen:

@@ -11,17 +11,17 @@ code and Slicer's module scanner need neither captum nor torch at import).
 from importlib import import_module
 
 _EXPORTS = {
-    "CancelledError": "engine",
-    "Explainer": "engine",
-    "Explanation": "engine",
-    "NoFindingError": "engine",
+    "CancelledError": "errors",
+    "Explainer": "explain.pipeline",
+    "Explanation": "explain.pipeline",
+    "NoFindingError": "errors",
     "ExplainerError": "errors",
     "InputError": "errors",
     "WeightsError": "errors",
     "ModelSet": "modelset",
     "load_model_set": "modelset",
-    "Radiograph": "reader",
-    "read_radiograph": "reader",
+    "Radiograph": "inputs.reader",
+    "read_radiograph": "inputs.reader",
 }
 # Spelled out (not computed from _EXPORTS) so linters and IDEs can read it; a test checks the two agree.
 __all__ = [

@@ -23,8 +23,8 @@ import numpy as np
 import slicer
 
 if TYPE_CHECKING:
-    from ChestXrayCounterfactualLib.engine import Explainer, Explanation, ProgressCallback
-    from ChestXrayCounterfactualLib.reader import Radiograph
+    from ChestXrayCounterfactualLib.explain.pipeline import Explainer, Explanation, ProgressCallback
+    from ChestXrayCounterfactualLib.inputs.reader import Radiograph
 
 ATTRIBUTE = "ChestXrayCounterfactual"
 #: The fields of an explanation's record kept on the counterfactual node (``ChestXrayCounterfactual.<field>``).
@@ -61,7 +61,7 @@ def explainer(model_set: str | None = None) -> Explainer:
     """The engine for a model-set spec (default: the bundled models), loaded and verified once per process."""
     key = str(model_set or "")
     if key not in _explainers:
-        from ChestXrayCounterfactualLib.engine import Explainer
+        from ChestXrayCounterfactualLib.explain.pipeline import Explainer
         from ChestXrayCounterfactualLib.modelset import load_model_set
 
         _explainers[key] = Explainer(load_model_set(model_set))
@@ -92,8 +92,8 @@ def radiograph_from_volume(volume_node) -> Radiograph:
     sentence, and the gate's notes become the radiograph's warnings.
     """
     from ChestXrayCounterfactualLib.errors import UnsupportedImageError
-    from ChestXrayCounterfactualLib.gate import check_header
-    from ChestXrayCounterfactualLib.reader import Radiograph, read_radiograph, validate
+    from ChestXrayCounterfactualLib.explain.gate import check_header
+    from ChestXrayCounterfactualLib.inputs.reader import Radiograph, read_radiograph, validate
 
     pixels = slicer.util.arrayFromVolume(volume_node)
     if volume_node.IsA("vtkMRMLVectorVolumeNode"):
@@ -148,7 +148,7 @@ def radiograph_from_volume(volume_node) -> Radiograph:
 
 def _luminance(rgb: np.ndarray) -> np.ndarray:
     """Grey values of colour voxels, as the engine's reader makes them from a colour file."""
-    from ChestXrayCounterfactualLib.reader import grey
+    from ChestXrayCounterfactualLib.inputs.reader import grey
 
     return grey(np.asarray(rgb, dtype=np.float32))
 

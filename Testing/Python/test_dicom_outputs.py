@@ -13,8 +13,9 @@ import pytest
 import SimpleITK as sitk
 from pydicom.pixels import apply_modality_lut
 
-from ChestXrayCounterfactualLib import outputs, read_radiograph
-from ChestXrayCounterfactualLib.dicom_outputs import FILES, write_dicom
+from ChestXrayCounterfactualLib import read_radiograph
+from ChestXrayCounterfactualLib.outputs import folder as outputs
+from ChestXrayCounterfactualLib.outputs.dicom import FILES, write_dicom
 from conftest import MONOCHROME1, SAMPLE
 
 IMAGES = ("counterfactual.dcm", "difference.dcm", "saliency.dcm")
@@ -214,7 +215,7 @@ def test_write_explanation_puts_the_dicom_objects_inside_its_atomic_folder(
     def broken(*args, **kwargs):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr("ChestXrayCounterfactualLib.dicom_outputs.write_dicom", broken)
+    monkeypatch.setattr("ChestXrayCounterfactualLib.outputs.dicom.write_dicom", broken)
     with pytest.raises(RuntimeError):
         outputs.write_explanation(tmp_path / "again", sample_explanation, dicom=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sample"]

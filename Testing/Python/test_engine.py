@@ -57,7 +57,7 @@ def test_the_same_input_gives_the_same_output(explainer, sample, confident):
 
 @pytest.mark.parametrize("method", SALIENCY_METHODS)
 def test_every_saliency_method_gives_a_map_for_the_chosen_class(explainer, sample, method):
-    from ChestXrayCounterfactualLib.saliency import saliency_map
+    from ChestXrayCounterfactualLib.explain.saliency import saliency_map
 
     x, _geometry = explainer.model_input(sample)
     maps = [

@@ -8,12 +8,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ChestXrayCounterfactualLib.counterfactual import DEADBAND
-from ChestXrayCounterfactualLib.engine import Explainer, NoFindingError
+from ChestXrayCounterfactualLib.explain.counterfactual import DEADBAND
+from ChestXrayCounterfactualLib.errors import NoFindingError
+from ChestXrayCounterfactualLib.explain.pipeline import Explainer
 from ChestXrayCounterfactualLib.errors import ExplainerError
 from ChestXrayCounterfactualLib.modelset import AuditorModel
 from ChestXrayCounterfactualLib.methods import COUNTERFACTUAL_METHODS
-from ChestXrayCounterfactualLib.reader import Radiograph
+from ChestXrayCounterfactualLib.inputs.reader import Radiograph
 from toy_models import FINDINGS, QuadrantClassifier, latent_direction, quadrant_mask, toy_model_set
 
 pytestmark = pytest.mark.fast

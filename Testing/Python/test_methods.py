@@ -7,7 +7,8 @@ import sys
 
 import pytest
 
-from ChestXrayCounterfactualLib import counterfactual, methods, saliency
+from ChestXrayCounterfactualLib import methods
+from ChestXrayCounterfactualLib.explain import counterfactual, saliency
 
 
 def test_every_method_name_has_one_implementation_and_nothing_else():

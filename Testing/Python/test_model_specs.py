@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from ChestXrayCounterfactualLib import read_radiograph
-from ChestXrayCounterfactualLib.engine import Explainer
+from ChestXrayCounterfactualLib.explain.pipeline import Explainer
 from ChestXrayCounterfactualLib.modelset import SpecError, export_torchscript, load_model_set
 from conftest import SAMPLE
 

@@ -35,8 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from baselines import published_latent_shift, seed_local_counterfactual  # noqa: E402
 
 from ChestXrayCounterfactualLib import Explainer, read_radiograph  # noqa: E402
-from ChestXrayCounterfactualLib.engine import audit_entry, visible_change_on_grid  # noqa: E402
-from ChestXrayCounterfactualLib.geometry import ModelSpaceMap  # noqa: E402
+from ChestXrayCounterfactualLib.explain.pipeline import audit_entry, visible_change_on_grid  # noqa: E402
+from ChestXrayCounterfactualLib.explain.geometry import ModelSpaceMap  # noqa: E402
 from ChestXrayCounterfactualLib.modelset import default_weights_dir  # noqa: E402
 from ChestXrayCounterfactualLib.modelset.interface import AuditorModel, ClassifierNetwork  # noqa: E402
 from ChestXrayCounterfactualLib.methods import (  # noqa: E402
@@ -45,7 +45,7 @@ from ChestXrayCounterfactualLib.methods import (  # noqa: E402
     SALIENCY_METHODS,
     STRENGTHS,
 )
-from ChestXrayCounterfactualLib.saliency import saliency_map  # noqa: E402
+from ChestXrayCounterfactualLib.explain.saliency import saliency_map  # noqa: E402
 from ChestXrayCounterfactualTraining.metrics import ssim  # noqa: E402
 
 OURS = ("latent-shift", "local", "directions")

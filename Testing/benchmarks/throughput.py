@@ -45,9 +45,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "Python"))  # the test suite's process_tree
 
 from ChestXrayCounterfactualLib import Explainer, methods, read_radiograph  # noqa: E402
-from ChestXrayCounterfactualLib.archive import ArchiveProgress, run_archive  # noqa: E402
-from ChestXrayCounterfactualLib.batch import ExplainOptions  # noqa: E402
-from ChestXrayCounterfactualLib.engine import STAGES  # noqa: E402
+from ChestXrayCounterfactualLib.runs.archive import ArchiveProgress, run_archive  # noqa: E402
+from ChestXrayCounterfactualLib.runs.files import ExplainOptions  # noqa: E402
+from ChestXrayCounterfactualLib.explain.pipeline import STAGES  # noqa: E402
 from ChestXrayCounterfactualLib.modelset import default_weights_dir  # noqa: E402
 from process_tree import titled  # noqa: E402
 
@@ -177,7 +177,7 @@ def measure_archive(settings: Settings, ray: bool) -> dict:
     if ray:
         import ray as ray_module
 
-        from ChestXrayCounterfactualLib.archive_ray import init_arguments
+        from ChestXrayCounterfactualLib.runs.ray_actors import init_arguments
 
         began = time.perf_counter()
         ray_module.init(**init_arguments(address))  # run_archive then uses this instance and leaves it running

@@ -19,13 +19,13 @@ import numpy as np
 import torch
 
 from . import counterfactual as cf
-from . import methods
+from .. import methods
 from .counterfactual import DEADBAND
-from .errors import ExplainerError, NotExplainableError
+from ..errors import CancelledError, ExplainerError, NoFindingError, NotExplainableError
 from .gate import OodScore, check_header, ood_score, reference_for
 from .geometry import ModelSpaceMap
-from .modelset import ModelSet, load_model_set
-from .reader import Radiograph
+from ..modelset import ModelSet, load_model_set
+from ..inputs.reader import Radiograph
 from .records import INTENDED_USE, outcome_line
 from .saliency import saliency_maps
 
@@ -53,14 +53,6 @@ def audit_entry(before: float, after: float, threshold: float, direction: str) -
         "moved": wanted * (after - before) > MOVED,
         "agrees": saw and wanted * (after - threshold) > 0,
     }
-
-
-class NoFindingError(ExplainerError):
-    """No finding is above its threshold and none was asked for."""
-
-
-class CancelledError(ExplainerError):
-    """The caller's progress callback asked to stop."""
 
 
 #: An auditor "moved" when its probability changed the intended way by more than this.
@@ -259,7 +251,7 @@ class Explainer:
 
     def predict(self, radiograph: Radiograph) -> dict[str, float]:
         """Probability of every finding of the model set; refuses what is not a frontal chest radiograph by its
-        header (:func:`gate.check_header`).
+        header (:func:`.gate.check_header`).
         """
         check_header(radiograph)
         return self.probabilities(self.model_input(radiograph)[0])

@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import (
+from ..errors import (
     ConstantImageError,
     CorruptPixelDataError,
     ImageSizeError,

@@ -31,17 +31,13 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
-from ..errors import ExplainerError
+from ..errors import ExplainerError, SpecError
 from .bundled import default_weights_dir, load_bundled, sha256_of
 from .interface import AutoencoderNetwork, ClassifierNetwork, ModelSet
 
 NORMALISATIONS = ("unit", "xrv", "imagenet")
 KINDS = ("bundled", "torchscript", "torchxrayvision")
 IMAGENET = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-
-
-class SpecError(ExplainerError):
-    """A model-set spec that cannot be used; the message says which field and why."""
 
 
 def _to_network(x: torch.Tensor, normalisation: str, channels: int) -> torch.Tensor:

@@ -15,9 +15,9 @@ import time
 import traceback
 from pathlib import Path
 
-from . import methods
-from .batch import ExplainOptions, describe_error, explain_files
-from .errors import ExplainerError
+from .. import methods
+from .files import ExplainOptions, describe_error, explain_files
+from ..errors import ExplainerError
 
 
 def _add_choice(parser: argparse.ArgumentParser, flag: str, what: str, choices: dict[str, str], default: str) -> None:
@@ -126,8 +126,8 @@ def main(argv: list[str] | None = None) -> int:
             _options(args).check()  # before any model is loaded
         except ValueError as error:
             parser.error(str(error))
-    from .engine import Explainer
-    from .modelset import export_torchscript, load_model_set
+    from ..explain.pipeline import Explainer
+    from ..modelset import export_torchscript, load_model_set
 
     def fail(path: Path, error: BaseException) -> None:
         if args.debug:
@@ -165,7 +165,7 @@ def _report(result) -> None:
 
 
 def _predict(args: argparse.Namespace, explainer, fail) -> int:
-    from .reader import read_radiograph
+    from ..inputs.reader import read_radiograph
 
     failures = 0
     results = []

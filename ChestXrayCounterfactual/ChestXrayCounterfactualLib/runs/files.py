@@ -4,7 +4,7 @@ Slicer module's batch use (``ChestXrayCounterfactualLogic.explainFiles``).
 Options are checked before any file is touched and a bad one raises ``ValueError`` with a sentence
 (never ``SystemExit``, which inside Slicer would close the application). A file that cannot be read
 or explained becomes a failed :class:`FileResult` with a one-line reason; the other files go on.
-Every output folder is written atomically (see :func:`outputs.write_explanation`).
+Every output folder is written atomically (see :func:`..outputs.folder.write_explanation`).
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import methods
-from .errors import ExplainerError
-from .reader import is_dicom_file
-from .records import outcome_line
+from .. import methods
+from ..errors import ExplainerError
+from ..inputs.reader import is_dicom_file
+from ..explain.records import outcome_line
 
 _SUFFIXES = (".nii.gz", ".dcm", ".dicom", ".png", ".jpg", ".jpeg", ".nrrd", ".nhdr", ".nii", ".mha", ".mhd")
 
@@ -116,8 +116,8 @@ def explain_work(
     themselves; ``options`` must have been checked. Never raises for a bad file: it becomes a failed result. If
     the batch as a whole fails, its files are explained one by one, so one file cannot fail the others.
     """
-    from .outputs import write_explanation
-    from .reader import read_radiograph
+    from ..outputs.folder import write_explanation
+    from ..inputs.reader import read_radiograph
 
     results = [FileResult(path, "skipped", folder) for path, folder in work]
 
@@ -182,7 +182,7 @@ def explain_files(
     (for progress); ``on_error`` sees the exception of a failed file (for tracebacks in debug mode).
     """
     options.check()
-    from .engine import Explainer
+    from ..explain.pipeline import Explainer
 
     explainer = explainer or Explainer()
     out = Path(out)
