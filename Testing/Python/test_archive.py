@@ -19,7 +19,8 @@ import pytest
 from ChestXrayCounterfactualLib.runs.archive import list_inputs, run_archive
 from ChestXrayCounterfactualLib.runs.index import COLUMNS, IndexAppender, make_row, read_index
 from ChestXrayCounterfactualLib.runs.ray_actors import _Pool
-from ChestXrayCounterfactualLib.runs.files import ExplainOptions, FileResult, output_stem
+from ChestXrayCounterfactualLib.options import ExplainOptions
+from ChestXrayCounterfactualLib.runs.files import FileResult, output_stem
 from ChestXrayCounterfactualLib.outputs.folder import FILES
 from process_tree import titled
 from conftest import DX, FALSE_MONOCHROME1, JPEG_BASELINE, SAMPLE

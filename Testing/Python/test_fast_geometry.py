@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from ChestXrayCounterfactualLib.explain.counterfactual import DEADBAND
-from ChestXrayCounterfactualLib.explain.pipeline import visible_change_on_grid
+from ChestXrayCounterfactualLib.explain.explanation import visible_change_on_grid
 from ChestXrayCounterfactualLib.explain.geometry import ModelSpaceMap
 
 pytestmark = pytest.mark.fast

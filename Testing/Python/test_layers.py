@@ -2,7 +2,7 @@
 a layer or stays inside its own subpackage, the modules import each other without a cycle, and the torch-free
 modules stay torch-free.
 
-Layers, bottom to top: ``errors``, ``methods`` (names and checks, no torch); ``inputs/`` (files to
+Layers, bottom to top: ``errors`` and ``methods``, then ``options`` (names and checks, no torch); ``inputs/`` (files to
 radiographs, no model code) and ``modelset/`` (the networks); ``explain/`` (the science); ``outputs/`` (files
 written from an explanation); ``runs/`` (the front ends). The package's ``__init__`` and ``__main__`` are entry
 points and may name any layer.
@@ -17,19 +17,18 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.fast
-
 ENGINE = Path(__file__).resolve().parents[2] / "ChestXrayCounterfactual" / "ChestXrayCounterfactualLib"
 PACKAGE = ENGINE.name
 #: Each top-level entry of the engine and its layer; a module may import a lower layer, or its own entry.
 LAYERS = {
     "errors": 0,
     "methods": 0,
-    "inputs": 1,
-    "modelset": 1,
-    "explain": 2,
-    "outputs": 3,
-    "runs": 4,
+    "options": 1,
+    "inputs": 2,
+    "modelset": 2,
+    "explain": 3,
+    "outputs": 4,
+    "runs": 5,
 }
 ENTRY_POINTS = {f"{PACKAGE}.__init__", f"{PACKAGE}.__main__"}
 
@@ -110,7 +109,7 @@ def test_inputs_import_no_model_code():
 
 @pytest.mark.parametrize(
     "module",
-    [f"{PACKAGE}.errors", f"{PACKAGE}.methods", f"{PACKAGE}.explain.records"],
+    [f"{PACKAGE}.errors", f"{PACKAGE}.methods", f"{PACKAGE}.options", f"{PACKAGE}.explain.records"],
 )
 def test_the_names_and_wording_modules_import_no_torch(module):
     code = f"import sys, {module}; sys.exit('torch' in sys.modules)"

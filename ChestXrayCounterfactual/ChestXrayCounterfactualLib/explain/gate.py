@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 from ..errors import NotExplainableError, WeightsError
 from ..modelset import ModelSet, default_weights_dir
-from ..inputs.reader import Radiograph
+from ..inputs.radiograph import Radiograph
 
 REFERENCE_NAME = "ood_reference.json"
 TRAINED_ON = "the models were trained on frontal chest radiographs only"

@@ -13,9 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..explain.pipeline import Explanation
+from ..explain.explanation import Explanation
 from ..explain.records import INTENDED_USE
-from ..inputs.reader import WINDOW_KEY, Radiograph
+from ..inputs.images import WINDOW_KEY
+from ..inputs.radiograph import Radiograph
 
 FILES = ("counterfactual.nrrd", "saliency.nrrd", "difference.nrrd", "overview.png", "frames.gif", "explanation.json")
 DICOM_FOLDER = "dicom"

@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from .index import NAME, IndexAppender, Row, make_row, read_index, rewrite_index
-from .files import ExplainOptions, FileResult, explain_work, folder_name, is_input_file
+from ..options import ExplainOptions
+from .files import FileResult, explain_work, folder_name, is_input_file
 from ..errors import ArchiveError
 
 #: The manifest column that lists the inputs (relative paths are relative to the manifest's folder).
@@ -209,7 +210,6 @@ def run_archive(
     :class:`ArchiveError` (or ``ValueError`` for a bad option) if the run cannot start; a bad input is a failed
     row, never an exception.
     """
-    options.check()
     if (workers is not None and workers < 1) or batch_size < 1:
         raise ValueError(f"workers and batch size must be at least 1, not {workers} and {batch_size}")
     if ray_address is not None and importlib.util.find_spec("ray") is None:

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ArchiveError, ExplainerError
-from .files import ExplainOptions, FileResult, explain_work
+from ..options import ExplainOptions
+from .files import FileResult, explain_work
 
 #: How many worker processes may die with an input in their batch before it is reported as failed.
 DEATHS_BEFORE_FAILING = 3
