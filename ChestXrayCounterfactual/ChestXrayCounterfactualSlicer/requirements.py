@@ -65,7 +65,7 @@ def unmet(requirements: list[str]) -> list[str]:
     return missing
 
 
-def _imported_distributions() -> dict[str, str]:
+def _imported_distributions() -> dict[str, str | None]:
     """Installed version of every distribution that has a module imported in this process."""
     imported = {}
     for module, distributions in importlib.metadata.packages_distributions().items():

@@ -14,6 +14,7 @@ import SimpleITK as sitk
 from pydicom.pixels import apply_modality_lut
 
 from ChestXrayCounterfactualLib import read_radiograph
+from ChestXrayCounterfactualLib.options import ExplainOptions
 from ChestXrayCounterfactualLib.outputs import folder as outputs
 from ChestXrayCounterfactualLib.outputs.dicom import FILES, write_dicom
 from conftest import MONOCHROME1, SAMPLE
@@ -33,7 +34,8 @@ def explain(explainer):
 
     def explanation_of(path):
         if path not in explanations:
-            explanations[path] = explainer.explain(read_radiograph(path), finding="Cardiomegaly", method="latent-shift")
+            options = ExplainOptions(finding="Cardiomegaly", method="latent-shift")
+            explanations[path] = explainer.explain(read_radiograph(path), options)
         return explanations[path]
 
     return explanation_of
@@ -255,7 +257,7 @@ def test_a_voi_lut_input_gets_an_encoding_for_the_values_the_reader_showed(sampl
 
 def test_a_slicer_volume_explanation_joins_its_source_files_study(sample_explanation, tmp_path):
     pytest.importorskip("slicer", reason="needs slicer-core (pip install slicer-core)")
-    from ChestXrayCounterfactualSlicer.scene import radiograph_from_volume
+    from ChestXrayCounterfactualSlicer.volumes import radiograph_from_volume
     from mrml_scene import load_dicom_file, new_scene
 
     _, _, volumes, _, _ = new_scene(str(tmp_path / "cache"))
