@@ -182,7 +182,7 @@ def counterfactuals(
             results = cf.solve(courses)
         with clock.stage("original_grid"):
             attempt = _deliver(models, batch, [plans[k] for k in open_plans], results, margin)
-        for k, problem, outcome in zip(open_plans, problems, attempt, strict=True):
+        for k, outcome in zip(open_plans, attempt, strict=True):
             delivered[k] = outcome
         open_plans = [
             k for k, problem, outcome in zip(open_plans, problems, attempt, strict=True)
