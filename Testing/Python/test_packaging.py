@@ -6,6 +6,8 @@ import json
 import re
 import subprocess
 
+import pytest
+
 from conftest import ROOT
 
 MODULE = ROOT / "ChestXrayCounterfactual"
@@ -94,6 +96,23 @@ def test_only_the_slicer_package_imports_the_engine():
     assert not re.search(r"^\s*(import|from) ChestXrayCounterfactualLib\b", source, re.M)
     assert len(re.findall(r"^\s*(?:import|from) ChestXrayCounterfactualSlicer\b", source, re.M)) == 2
     assert not re.search(r"^[ \t]+(import|from) ChestXrayCounterfactualSlicer\b", source, re.M)
+
+
+def test_the_slicer_package_loads_before_the_requirements_are_installed():
+    """The module file imports the bridge at Slicer's start-up: none of the Python requirements may load with it
+    (``database`` and ``requirements`` need the application's ``slicer.i18n``, which slicer-core lacks).
+    """
+    import sys
+
+    pytest.importorskip("slicer", reason="needs slicer-core (pip install slicer-core)")
+    code = (
+        "import sys\n"
+        "import ChestXrayCounterfactualSlicer.bridge\n"
+        "loaded = {'torch', 'captum', 'pydicom', 'highdicom', 'SimpleITK', 'matplotlib'} & set(sys.modules)\n"
+        "sys.exit(', '.join(sorted(loaded)) or None)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=MODULE, capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
 
 
 def test_only_the_module_file_lies_beside_the_module():
