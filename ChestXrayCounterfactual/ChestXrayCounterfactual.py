@@ -1,23 +1,20 @@
 """3D Slicer module ChestXrayCounterfactual: why does a chest X-ray classifier decide what it decides?
 
 Thin by design: the Widget shows, the Logic delegates. The engine (``ChestXrayCounterfactualLib``)
-imports nothing from Slicer; every MRML and view change is in ``ChestXrayCounterfactualSlicer.scene``;
-the Python requirements are checked and installed (with consent) by
-``ChestXrayCounterfactualSlicer.requirements`` on first use, so no third-party package is imported at
-file scope.
+imports nothing from Slicer, and this file nothing from the engine: it reaches it through the package
+``ChestXrayCounterfactualSlicer`` (``bridge`` calls the engine, ``volumes``, ``results`` and ``views`` make every
+MRML and view change, ``database`` loads and exports through Slicer's DICOM database), imported at file scope.
+The Python requirements are checked and installed (with consent) by ``ChestXrayCounterfactualSlicer.requirements``
+on first use, so no package from them is imported at file scope.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import shutil
-import tempfile
 import unittest
-from pathlib import Path
 from typing import Annotated
 
-import ctk
 import qt
 import slicer
 import vtk
@@ -32,7 +29,8 @@ from slicer.ScriptedLoadableModule import (
 )
 from slicer.util import VTKObservationMixin
 
-from ChestXrayCounterfactualLib import methods  # names only: imports no torch
+from ChestXrayCounterfactualSlicer import bridge, database, requirements, views, volumes
+from ChestXrayCounterfactualSlicer.bridge import CancelledError, input_lines, methods  # names only: no torch
 
 LAYERS = ["original", "counterfactual", "difference"]
 SAMPLE = "nih_chest_pa_cardiomegaly.dcm"
@@ -282,9 +280,6 @@ class ChestXrayCounterfactualWidget(ScriptedLoadableModuleWidget, VTKObservation
             slicer.app.processEvents()
             return not (dialog.wasCanceled or self._sceneClosedDuringRun)
 
-        from ChestXrayCounterfactualLib import CancelledError
-        from ChestXrayCounterfactualLib.records import input_lines
-
         try:
             with slicer.util.tryWithErrorDisplay(_("Could not explain the radiograph."), waitCursor=True):
                 try:
@@ -382,141 +377,66 @@ class ChestXrayCounterfactualLogic(ScriptedLoadableModuleLogic):
         what is missing is installed once the user agrees; without, nothing is ever installed (see
         ``ChestXrayCounterfactualSlicer.requirements.ensure``; never installs in testing mode).
         """
-        from ChestXrayCounterfactualSlicer import requirements
-
         return requirements.ensure(self.resourcePath("requirements.txt"), install)
 
     def firstRadiograph(self):
         """The first volume the input selector offers (a plain scalar volume this module did not make)."""
-        from ChestXrayCounterfactualSlicer import scene
-
-        return scene.first_radiograph()
+        return volumes.first_radiograph()
 
     def resultVolumeIDs(self) -> list[str]:
         """IDs of the volumes this module made, which the input selector does not offer."""
-        from ChestXrayCounterfactualSlicer import scene
-
-        return scene.result_volume_ids()
+        return volumes.result_volume_ids()
 
     def checkModelSet(self, path: str) -> None:
         """Load and verify a model-set spec (raises with the reason if it cannot be used)."""
-        from ChestXrayCounterfactualSlicer import scene
-
-        scene.explainer(path)
+        bridge.explainer(path)
 
     def loadFile(self, path: str):
-        """A file as a volume node. DICOM goes through Slicer's DICOM database when one is open, so the
-        patient and study are kept; otherwise (and for other images) the file is loaded directly.
-        """
-        with open(path, "rb") as f:
-            f.seek(128)
-            isDicom = f.read(4) == b"DICM"
-        from ChestXrayCounterfactualSlicer import scene
-
-        database = getattr(slicer, "dicomDatabase", None)
-        if not isDicom or not database or not database.isOpen:
-            if isDicom:
-                logging.info("No DICOM database is open: %s is loaded without its patient and study", path)
-            return scene.as_scalar_volume(slicer.util.loadVolume(path, {"singleFile": True}))
-        from DICOMLib import DICOMUtils
-
-        indexer = ctk.ctkDICOMIndexer()
-        indexer.addFile(database, path, False)
-        indexer.waitForImportFinished()
-        if not database.seriesForFile(path):
-            raise RuntimeError(_("Slicer's DICOM database could not index {path}").format(path=path))
-        # This file only, not its whole series (a PA and a lateral view can share one).
-        loadablesByPlugin, _loadEnabled = DICOMUtils.getLoadablesFromFileLists([[path]])
-        DICOMUtils.selectHighestConfidenceLoadables(loadablesByPlugin)
-        nodes = [slicer.mrmlScene.GetNodeByID(i) for i in DICOMUtils.loadLoadables(loadablesByPlugin)]
-        volumes = [node for node in nodes if node is not None and node.IsA("vtkMRMLScalarVolumeNode")]
-        if not volumes:
-            raise RuntimeError(_("Slicer's DICOM plugins could not load {path} as an image").format(path=path))
-        return scene.as_scalar_volume(volumes[0])
+        """A file as a volume node, in its patient's study when Slicer's DICOM database is open."""
+        return database.load_file(path)
 
     def analyze(self, volumeNode):
         """(probabilities, thresholds) of every finding of the model set."""
-        from ChestXrayCounterfactualSlicer import scene
+        return bridge.analyze(volumeNode, self.modelSet)
 
-        engine = scene.explainer(self.modelSet)
-        return engine.predict(scene.radiograph_from_volume(volumeNode)), dict(engine.models.thresholds)
-
-    def explainVolume(
-        self, volumeNode, finding=None, method=None, saliency=None, direction=None, progress=None, strength=None,
-    ) -> dict:
-        """Explain a volume; the created nodes by role (see ``ChestXrayCounterfactualSlicer.scene.explain_volume``)."""
-        from ChestXrayCounterfactualSlicer import scene
-
-        return scene.explain_volume(
-            volumeNode, finding, method, saliency, direction, scene.explainer(self.modelSet), progress, strength,
-        )
-
-    def explainFiles(self, paths, outputDir, finding=None, method=None, saliency=None, overwrite=False) -> list:
-        """Explain files into ``outputDir`` (one folder each), as the command line does; one
-        ``FileResult`` per input. A bad option raises ``ValueError`` before any file is read.
+    def explainVolume(self, volumeNode, progress=None, **choices) -> dict:
+        """Explain a volume as ``choices`` say (the fields of ``ExplainOptions``: ``finding=``, ``method=``, ...);
+        the created nodes by role (see ``ChestXrayCounterfactualSlicer.results.add_results``).
         """
-        from ChestXrayCounterfactualLib.batch import ExplainOptions, explain_files
-        from ChestXrayCounterfactualSlicer import scene
+        options = bridge.ExplainOptions(**choices)
+        return bridge.explain_volume(volumeNode, options, bridge.explainer(self.modelSet), progress)
 
-        defaults = ExplainOptions()
-        options = ExplainOptions(
-            finding, method or defaults.method, saliency or defaults.saliency, overwrite=overwrite,
-        )
-        options.check()
-        return explain_files(paths, outputDir, scene.explainer(self.modelSet), options)
+    def explainFiles(self, paths, outputDir, **choices) -> list:
+        """Explain files into ``outputDir`` (one folder each) as ``choices`` say (the fields of ``ExplainOptions``),
+        as the command line does; one ``FileResult`` per input. A bad option raises ``ValueError`` before any file
+        is read.
+        """
+        options = bridge.ExplainOptions(**choices)
+        return bridge.explain_files(paths, outputDir, options, self.modelSet)
 
     def exportDicom(self, explanation, folder: str | None = None):
-        """Write an explanation as DICOM (new series in the input's study; see
-        ``ChestXrayCounterfactualLib.dicom_outputs``) and add them to Slicer's DICOM database, so they
-        appear under the input's patient and study. ``folder``: where to keep the files (default: only
-        in the database).
-        """
-        from DICOMLib import DICOMUtils
-
-        from ChestXrayCounterfactualLib.dicom_outputs import write_dicom
-
-        database = slicer.dicomDatabase
-        if not database or not database.isOpen:
-            raise RuntimeError(_("Open a DICOM database first (DICOM module), then export again."))
-        target = folder or tempfile.mkdtemp(prefix="ChestXrayCounterfactual-")
-        try:
-            outputs = write_dicom(Path(target) / "dicom", explanation)
-            if not DICOMUtils.importDicom(str(Path(target) / "dicom"), database, copyFiles=folder is None):
-                raise RuntimeError(_("Slicer's DICOM database could not import {folder}").format(folder=target))
-        finally:
-            if folder is None:
-                shutil.rmtree(target, ignore_errors=True)
-        return outputs
+        """Write an explanation as DICOM series of the input's study and add them to Slicer's DICOM database."""
+        return database.export_dicom(explanation, folder)
 
     def setSaliencyOpacity(self, opacity: float) -> None:
-        from ChestXrayCounterfactualSlicer import scene
-
-        scene.set_saliency_opacity(opacity)
+        views.set_saliency_opacity(opacity)
 
     def setSaliencyColorMap(self, saliencyNode, name: str) -> None:
-        from ChestXrayCounterfactualSlicer import scene
-
-        scene.set_saliency_colors(saliencyNode, name)
+        views.set_saliency_colors(saliencyNode, name)
 
     def showLayer(self, inputVolume, nodes: dict, which: str, opacity: float = 0.4) -> None:
         """``which``: "original" (with the saliency over it), "counterfactual" or "difference"."""
-        from ChestXrayCounterfactualSlicer import scene
-
         background = inputVolume if which == "original" else nodes[which]
-        scene.show_layers(background, nodes["saliency"] if which == "original" else None, opacity)
+        views.show_layers(background, nodes["saliency"] if which == "original" else None, opacity)
 
     def compare(self, inputVolume, counterfactual) -> None:
         """Side-by-side linked views: original left, counterfactual right."""
-        from ChestXrayCounterfactualSlicer import scene
-
-        scene.compare_side_by_side(inputVolume, counterfactual)
+        views.compare_side_by_side(inputVolume, counterfactual)
         slicer.app.processEvents()  # the layout manager sizes the new views before they are fitted
-        scene.fit_views(("Red", "Yellow"))
+        views.fit_views(("Red", "Yellow"))
 
     def play(self, browser, playing: bool, inputVolume) -> None:
-        from ChestXrayCounterfactualSlicer import scene
-
-        scene.play(browser, playing, inputVolume)
+        views.play(browser, playing, inputVolume)
 
 
 class ChestXrayCounterfactualTest(ScriptedLoadableModuleTest):

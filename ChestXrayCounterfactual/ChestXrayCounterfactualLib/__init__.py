@@ -1,8 +1,8 @@
 """ChestXrayCounterfactual's engine: read a chest radiograph, classify it, and explain a finding with
 a saliency map and a counterfactual image. Imports nothing from Slicer.
 
-    from ChestXrayCounterfactualLib import Explainer, read_radiograph
-    explanation = Explainer().explain(read_radiograph("chest.dcm"), finding="Cardiomegaly")
+    from ChestXrayCounterfactualLib import ExplainOptions, Explainer, read_radiograph
+    explanation = Explainer().explain(read_radiograph("chest.dcm"), ExplainOptions(finding="Cardiomegaly"))
 
 Names are imported on first use, so ``import ChestXrayCounterfactualLib`` stays light (the training
 code and Slicer's module scanner need neither captum nor torch at import).
@@ -11,21 +11,23 @@ code and Slicer's module scanner need neither captum nor torch at import).
 from importlib import import_module
 
 _EXPORTS = {
-    "CancelledError": "engine",
-    "Explainer": "engine",
-    "Explanation": "engine",
-    "NoFindingError": "engine",
+    "CancelledError": "errors",
+    "ExplainOptions": "options",
+    "Explainer": "explain.pipeline",
+    "Explanation": "explain.explanation",
+    "NoFindingError": "errors",
     "ExplainerError": "errors",
     "InputError": "errors",
     "WeightsError": "errors",
     "ModelSet": "modelset",
     "load_model_set": "modelset",
-    "Radiograph": "reader",
-    "read_radiograph": "reader",
+    "Radiograph": "inputs.radiograph",
+    "read_radiograph": "inputs.reader",
 }
 # Spelled out (not computed from _EXPORTS) so linters and IDEs can read it; a test checks the two agree.
 __all__ = [
     "CancelledError",
+    "ExplainOptions",
     "Explainer",
     "ExplainerError",
     "Explanation",

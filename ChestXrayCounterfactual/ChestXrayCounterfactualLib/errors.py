@@ -52,9 +52,25 @@ class ConstantImageError(InputError):
 
 class NotExplainableError(InputError):
     """A readable image the models were not made for (a CT slice, an ultrasound frame, a lateral view): refused
-    before explaining, by :func:`ChestXrayCounterfactualLib.gate.check_header`.
+    before explaining, by :func:`ChestXrayCounterfactualLib.explain.gate.check_header`.
     """
 
 
 class WeightsError(ExplainerError):
     """Model files that are missing, altered (sha256 mismatch) or not loadable safely."""
+
+
+class SpecError(ExplainerError):
+    """A model-set spec that cannot be used; the message says which field and why."""
+
+
+class NoFindingError(ExplainerError):
+    """No finding is above its threshold and none was asked for."""
+
+
+class CancelledError(ExplainerError):
+    """The caller's progress callback asked to stop."""
+
+
+class ArchiveError(ExplainerError):
+    """An archive run that cannot start or go on: no such input list, no Ray, workers without models."""

@@ -16,11 +16,12 @@ from types import SimpleNamespace
 
 import pytest
 
-from ChestXrayCounterfactualLib.archive import list_inputs, run_archive
-from ChestXrayCounterfactualLib.archive_index import COLUMNS, IndexAppender, make_row, read_index
-from ChestXrayCounterfactualLib.archive_ray import _Pool
-from ChestXrayCounterfactualLib.batch import ExplainOptions, FileResult, output_stem
-from ChestXrayCounterfactualLib.outputs import FILES
+from ChestXrayCounterfactualLib.runs.archive import list_inputs, run_archive
+from ChestXrayCounterfactualLib.runs.index import COLUMNS, IndexAppender, make_row, read_index
+from ChestXrayCounterfactualLib.runs.ray_actors import _Pool
+from ChestXrayCounterfactualLib.options import ExplainOptions
+from ChestXrayCounterfactualLib.runs.files import FileResult, output_stem
+from ChestXrayCounterfactualLib.outputs.folder import FILES
 from process_tree import titled
 from conftest import DX, FALSE_MONOCHROME1, JPEG_BASELINE, SAMPLE
 

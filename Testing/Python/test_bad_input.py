@@ -191,7 +191,7 @@ def test_engine_runs_air_gapped(tmp_path):
         "import socket, sys\n"
         "def refuse(*a, **k):\n    raise OSError('network access attempted')\n"
         "socket.socket.connect = refuse\nsocket.create_connection = refuse\nsocket.getaddrinfo = refuse\n"
-        "from ChestXrayCounterfactualLib.cli import main\n"
+        "from ChestXrayCounterfactualLib.runs.cli import main\n"
         f"sys.exit(main(['explain', {str(SAMPLE)!r}, '--out', {str(tmp_path / 'out')!r}]))\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, check=False)

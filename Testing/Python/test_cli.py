@@ -11,7 +11,7 @@ import pytest
 import SimpleITK as sitk
 
 from ChestXrayCounterfactualLib import read_radiograph
-from ChestXrayCounterfactualLib.outputs import FILES
+from ChestXrayCounterfactualLib.outputs.folder import FILES
 from conftest import SAMPLE
 
 

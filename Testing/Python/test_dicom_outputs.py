@@ -13,8 +13,10 @@ import pytest
 import SimpleITK as sitk
 from pydicom.pixels import apply_modality_lut
 
-from ChestXrayCounterfactualLib import outputs, read_radiograph
-from ChestXrayCounterfactualLib.dicom_outputs import FILES, write_dicom
+from ChestXrayCounterfactualLib import read_radiograph
+from ChestXrayCounterfactualLib.options import ExplainOptions
+from ChestXrayCounterfactualLib.outputs import folder as outputs
+from ChestXrayCounterfactualLib.outputs.dicom import FILES, write_dicom
 from conftest import MONOCHROME1, SAMPLE
 
 IMAGES = ("counterfactual.dcm", "difference.dcm", "saliency.dcm")
@@ -32,7 +34,8 @@ def explain(explainer):
 
     def explanation_of(path):
         if path not in explanations:
-            explanations[path] = explainer.explain(read_radiograph(path), finding="Cardiomegaly", method="latent-shift")
+            options = ExplainOptions(finding="Cardiomegaly", method="latent-shift")
+            explanations[path] = explainer.explain(read_radiograph(path), options)
         return explanations[path]
 
     return explanation_of
@@ -214,7 +217,7 @@ def test_write_explanation_puts_the_dicom_objects_inside_its_atomic_folder(
     def broken(*args, **kwargs):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr("ChestXrayCounterfactualLib.dicom_outputs.write_dicom", broken)
+    monkeypatch.setattr("ChestXrayCounterfactualLib.outputs.dicom.write_dicom", broken)
     with pytest.raises(RuntimeError):
         outputs.write_explanation(tmp_path / "again", sample_explanation, dicom=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sample"]
@@ -254,7 +257,7 @@ def test_a_voi_lut_input_gets_an_encoding_for_the_values_the_reader_showed(sampl
 
 def test_a_slicer_volume_explanation_joins_its_source_files_study(sample_explanation, tmp_path):
     pytest.importorskip("slicer", reason="needs slicer-core (pip install slicer-core)")
-    from ChestXrayCounterfactualSlicer.scene import radiograph_from_volume
+    from ChestXrayCounterfactualSlicer.volumes import radiograph_from_volume
     from mrml_scene import load_dicom_file, new_scene
 
     _, _, volumes, _, _ = new_scene(str(tmp_path / "cache"))

@@ -7,6 +7,7 @@ import pytest
 
 from ChestXrayCounterfactualLib import NoFindingError, read_radiograph
 from ChestXrayCounterfactualLib.methods import SALIENCY_METHODS
+from ChestXrayCounterfactualLib.options import ExplainOptions
 from conftest import MONOCHROME1, SAMPLE
 
 
@@ -34,7 +35,7 @@ def test_predict_gives_a_probability_for_every_finding(explainer, sample):
 
 @pytest.mark.parametrize("method", ["latent-shift", "local", "directions"])
 def test_counterfactual_flips_a_confident_finding_on_the_original_grid(explainer, sample, confident, method):
-    e = explainer.explain(sample, finding=confident, method=method)
+    e = explainer.explain(sample, ExplainOptions(finding=confident, method=method))
     assert e.direction == "remove" and e.p_original >= e.threshold
     assert e.flipped and e.p_counterfactual < e.threshold
     for array in (e.counterfactual, e.saliency, e.difference):
@@ -48,8 +49,8 @@ def test_counterfactual_flips_a_confident_finding_on_the_original_grid(explainer
 
 
 def test_the_same_input_gives_the_same_output(explainer, sample, confident):
-    first = explainer.explain(sample, finding=confident, method="local")
-    second = explainer.explain(sample, finding=confident, method="local")
+    first = explainer.explain(sample, ExplainOptions(finding=confident, method="local"))
+    second = explainer.explain(sample, ExplainOptions(finding=confident, method="local"))
     np.testing.assert_array_equal(first.counterfactual, second.counterfactual)
     np.testing.assert_array_equal(first.saliency, second.saliency)
     assert first.counterfactual_probabilities == second.counterfactual_probabilities
@@ -57,7 +58,7 @@ def test_the_same_input_gives_the_same_output(explainer, sample, confident):
 
 @pytest.mark.parametrize("method", SALIENCY_METHODS)
 def test_every_saliency_method_gives_a_map_for_the_chosen_class(explainer, sample, method):
-    from ChestXrayCounterfactualLib.saliency import saliency_map
+    from ChestXrayCounterfactualLib.explain.saliency import saliency_map
 
     x, _geometry = explainer.model_input(sample)
     maps = [
@@ -71,7 +72,7 @@ def test_every_saliency_method_gives_a_map_for_the_chosen_class(explainer, sampl
 
 def test_monochrome1_input_is_explained_on_its_own_grid(explainer):
     image = read_radiograph(MONOCHROME1)
-    e = explainer.explain(image, finding="Cardiomegaly", direction="add", method="latent-shift")
+    e = explainer.explain(image, ExplainOptions(finding="Cardiomegaly", direction="add", method="latent-shift"))
     assert e.counterfactual.shape == image.shape == (1955, 1841)
     assert e.direction == "add"
 

@@ -13,7 +13,7 @@ from collections.abc import Callable
 import pytest
 import torch
 
-from ChestXrayCounterfactualLib import counterfactual as cf
+from ChestXrayCounterfactualLib.explain import counterfactual as cf
 from toy_models import SIZE, latent_direction, quadrant_mask, toy_image, toy_model_set, toy_problem
 
 pytestmark = pytest.mark.fast

@@ -8,12 +8,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ChestXrayCounterfactualLib.counterfactual import DEADBAND
-from ChestXrayCounterfactualLib.engine import Explainer, NoFindingError
+from ChestXrayCounterfactualLib.explain.counterfactual import DEADBAND
+from ChestXrayCounterfactualLib.errors import NoFindingError
+from ChestXrayCounterfactualLib.explain.pipeline import Explainer
 from ChestXrayCounterfactualLib.errors import ExplainerError
 from ChestXrayCounterfactualLib.modelset import AuditorModel
 from ChestXrayCounterfactualLib.methods import COUNTERFACTUAL_METHODS
-from ChestXrayCounterfactualLib.reader import Radiograph
+from ChestXrayCounterfactualLib.options import ExplainOptions
+from ChestXrayCounterfactualLib.inputs.radiograph import Radiograph
 from toy_models import FINDINGS, QuadrantClassifier, latent_direction, quadrant_mask, toy_model_set
 
 pytestmark = pytest.mark.fast
@@ -50,7 +52,7 @@ def test_every_method_flips_the_finding_on_the_original_grid(explainer, method, 
     visible (at least one grey level) or absent, never on the padding, and pixels away from it are untouched.
     """
     image = radiograph(START[direction])
-    e = explainer.explain(image, finding=FINDINGS[0], method=method, frames=5)
+    e = explainer.explain(image, ExplainOptions(finding=FINDINGS[0], method=method, frames=5))
     assert e.direction == direction and e.flipped
     present = direction == "remove"
     assert (e.p_original >= e.threshold) == present and (e.p_counterfactual >= e.threshold) != present
@@ -65,9 +67,8 @@ def test_every_method_flips_the_finding_on_the_original_grid(explainer, method, 
 
 def test_the_same_input_gives_the_same_explanation(explainer):
     """Seeded inside ``explain``: even with the noisy saliency method, two runs agree to the last bit."""
-    first, second = (
-        explainer.explain(radiograph(START["remove"]), finding=FINDINGS[0], saliency="smoothgrad") for _ in range(2)
-    )
+    options = ExplainOptions(finding=FINDINGS[0], saliency="smoothgrad")
+    first, second = (explainer.explain(radiograph(START["remove"]), options) for _ in range(2))
     np.testing.assert_array_equal(first.saliency, second.saliency)
     np.testing.assert_array_equal(first.counterfactual, second.counterfactual)
     assert first.counterfactual_probabilities == second.counterfactual_probabilities
@@ -87,7 +88,7 @@ def test_the_explanation_is_complete_for_its_writers(explainer):
     total kept by ``record_time``, and the record and summary line every writer uses.
     """
     image = radiograph(START["remove"])
-    e = explainer.explain(image, finding=FINDINGS[0], frames=4)
+    e = explainer.explain(image, ExplainOptions(finding=FINDINGS[0], frames=4))
     frames = e.model_frames()
     assert len(frames) == 4 and [p for _, p in frames] == e.frame_probabilities
     np.testing.assert_array_equal(frames[0][0], e.model_original)
@@ -112,15 +113,15 @@ def test_a_batch_gives_what_one_by_one_gives(explainer, method):
     convolutions), and an image with no finding above threshold gets its error in its place.
     """
     images = [radiograph(START["remove"]), radiograph(START["add"])]
-    batch = explainer.explain_batch(images, finding=FINDINGS[0], method=method, frames=4)
+    batch = explainer.explain_batch(images, ExplainOptions(finding=FINDINGS[0], method=method, frames=4))
     for image, together in zip(images, batch, strict=True):
-        alone = explainer.explain(image, finding=FINDINGS[0], method=method, frames=4)
+        alone = explainer.explain(image, ExplainOptions(finding=FINDINGS[0], method=method, frames=4))
         assert isinstance(together, type(alone)) and together.direction == alone.direction
         assert together.p_counterfactual == pytest.approx(alone.p_counterfactual, abs=1e-5)
         np.testing.assert_allclose(together.counterfactual, alone.counterfactual, atol=WHITE * 1e-4)
         np.testing.assert_allclose(together.saliency, alone.saliency, atol=1e-5)
         assert together.details["batch_size"] == 2
-    absent = explainer.explain_batch([images[1], images[0]], method=method, frames=4)
+    absent = explainer.explain_batch([images[1], images[0]], ExplainOptions(method=method, frames=4))
     assert isinstance(absent[0], NoFindingError) and absent[1].flipped
 
 
@@ -135,7 +136,7 @@ def test_independent_auditors_judge_the_delivered_counterfactual():
         AuditorModel("reader", reader, {FINDINGS[0]: 0.5}),
         AuditorModel("blind", blind, {FINDINGS[0]: 0.05}),
     ]
-    e = Explainer(models).explain(radiograph(START["remove"]), finding=FINDINGS[0], method="local")
+    e = Explainer(models).explain(radiograph(START["remove"]), ExplainOptions(finding=FINDINGS[0], method="local"))
     assert e.flipped and set(e.audit) == {"reader", "blind"}
     reader_says = e.audit["reader"]
     assert reader_says["saw"] and reader_says["agrees"]
@@ -143,7 +144,7 @@ def test_independent_auditors_judge_the_delivered_counterfactual():
     assert not e.audit["blind"]["agrees"] and not e.audit["blind"]["moved"]
     assert e.verdict == "1 of 2 independent models agree" and e.verdict in e.summary()
     models.auditors = models.auditors[1:]
-    alone = Explainer(models).explain(radiograph(START["remove"]), finding=FINDINGS[0], method="local")
+    alone = Explainer(models).explain(radiograph(START["remove"]), ExplainOptions(finding=FINDINGS[0], method="local"))
     assert alone.verdict.startswith("only the explained model changed its mind")
     assert alone.record()["auditors"]["blind"] == alone.audit["blind"]
 
@@ -154,13 +155,14 @@ def test_typical_strength_goes_past_the_threshold_to_the_typical_probability(exp
     goes farther than "threshold"; a model set without typical probabilities refuses it with a sentence.
     """
     image = radiograph(START["remove"])
-    just = explainer.explain(image, finding=FINDINGS[0], method=method, frames=3)
+    just = explainer.explain(image, ExplainOptions(finding=FINDINGS[0], method=method, frames=3))
     explainer.models.typical = {"absent": {FINDINGS[0]: 0.1}, "present": {FINDINGS[0]: 0.9}}
     try:
-        typical = explainer.explain(image, finding=FINDINGS[0], method=method, frames=3, strength="typical")
+        options = ExplainOptions(finding=FINDINGS[0], method=method, frames=3, strength="typical")
+        typical = explainer.explain(image, options)
     finally:
         explainer.models.typical = {}
     assert typical.flipped and typical.strength == "typical" and typical.record()["strength"] == "typical"
     assert typical.p_counterfactual < min(0.2, just.p_counterfactual)
     with pytest.raises(ExplainerError, match="no typical probabilities"):
-        explainer.explain(image, finding=FINDINGS[0], method=method, strength="typical")
+        explainer.explain(image, ExplainOptions(finding=FINDINGS[0], method=method, strength="typical"))

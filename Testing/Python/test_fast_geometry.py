@@ -7,9 +7,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ChestXrayCounterfactualLib.counterfactual import DEADBAND
-from ChestXrayCounterfactualLib.engine import visible_change_on_grid
-from ChestXrayCounterfactualLib.geometry import ModelSpaceMap
+from ChestXrayCounterfactualLib.explain.counterfactual import DEADBAND
+from ChestXrayCounterfactualLib.explain.explanation import visible_change_on_grid
+from ChestXrayCounterfactualLib.explain.geometry import ModelSpaceMap
 
 pytestmark = pytest.mark.fast
 

@@ -9,7 +9,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from ChestXrayCounterfactualLib import counterfactual as cf
+from ChestXrayCounterfactualLib.explain import counterfactual as cf
 from toy_models import SIZE, quadrant_mask, toy_image, toy_model_set, toy_problem
 
 pytestmark = pytest.mark.fast

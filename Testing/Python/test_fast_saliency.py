@@ -7,9 +7,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ChestXrayCounterfactualLib.geometry import ModelSpaceMap
+from ChestXrayCounterfactualLib.explain.geometry import ModelSpaceMap
 from ChestXrayCounterfactualLib.methods import SALIENCY_METHODS
-from ChestXrayCounterfactualLib.saliency import saliency_map
+from ChestXrayCounterfactualLib.explain.saliency import saliency_map
 from toy_models import QuadrantClassifier, quadrant_mask, toy_image
 
 pytestmark = pytest.mark.fast

@@ -21,7 +21,7 @@ from pydicom.data.data_manager import external_data_sources
 
 from ChestXrayCounterfactualLib import Radiograph, read_radiograph
 from ChestXrayCounterfactualLib.errors import InputError, NotExplainableError, UnsupportedImageError, WeightsError
-from ChestXrayCounterfactualLib.gate import (
+from ChestXrayCounterfactualLib.explain.gate import (
     REFERENCE_NAME,
     TRAINED_ON,
     OodScore,

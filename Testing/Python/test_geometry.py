@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ChestXrayCounterfactualLib.geometry import ModelSpaceMap
+from ChestXrayCounterfactualLib.explain.geometry import ModelSpaceMap
 
 
 @pytest.mark.parametrize("shape", [(1955, 1841), (169, 211), (1024, 1024), (300, 500)])

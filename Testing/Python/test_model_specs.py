@@ -11,8 +11,9 @@ import pytest
 import torch
 
 from ChestXrayCounterfactualLib import read_radiograph
-from ChestXrayCounterfactualLib.engine import Explainer
+from ChestXrayCounterfactualLib.explain.pipeline import Explainer
 from ChestXrayCounterfactualLib.modelset import SpecError, export_torchscript, load_model_set
+from ChestXrayCounterfactualLib.options import ExplainOptions
 from conftest import SAMPLE
 
 
@@ -58,8 +59,9 @@ def test_cli_explains_with_a_torchscript_model_set(torchscript_spec, tmp_path):
 def test_grad_cam_on_a_torchscript_classifier_says_why_not(torchscript_spec):
     from ChestXrayCounterfactualLib.errors import ExplainerError
 
+    explainer = Explainer(load_model_set(torchscript_spec))
     with pytest.raises(ExplainerError, match="names no Grad-CAM layer"):
-        Explainer(load_model_set(torchscript_spec)).explain(read_radiograph(SAMPLE), finding="Cardiomegaly")
+        explainer.explain(read_radiograph(SAMPLE), ExplainOptions(finding="Cardiomegaly"))
 
 
 def _write(tmp_path, spec: dict):
@@ -123,6 +125,6 @@ def test_torchxrayvision_architecture_explains_end_to_end(tmp_path, resolution):
     x, _ = explainer.model_input(image)
     assert x.shape[-1] == resolution
     assert models.classifier.gradcam_layer is models.classifier.net.features.denseblock4
-    e = explainer.explain(image, finding="Cardiomegaly", method="latent-shift")
+    e = explainer.explain(image, ExplainOptions(finding="Cardiomegaly", method="latent-shift"))
     assert e.counterfactual.shape == image.shape and e.model_saliency.shape == (resolution, resolution)
     assert np.isfinite(e.counterfactual).all()

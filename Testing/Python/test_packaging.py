@@ -7,6 +7,7 @@ import re
 import subprocess
 
 import pytest
+
 from conftest import ROOT
 
 MODULE = ROOT / "ChestXrayCounterfactual"
@@ -112,9 +113,36 @@ def test_module_file_imports_nothing_third_party_at_file_scope():
 
     source = (MODULE / "ChestXrayCounterfactual.py").read_text()
     top_level = [line for line in source.splitlines() if re.match(r"(import|from) ", line)]
-    allowed = set(sys.stdlib_module_names) | {"ctk", "qt", "slicer", "vtk", "ChestXrayCounterfactualLib"}
+    allowed = set(sys.stdlib_module_names) | {"ctk", "qt", "slicer", "vtk", "ChestXrayCounterfactualSlicer"}
     for line in top_level:
         assert line.split()[1].split(".")[0] in allowed, line
+
+
+def test_only_the_slicer_package_imports_the_engine():
+    """The module file reaches the engine through ``ChestXrayCounterfactualSlicer`` (its modules, and the bridge's
+    torch-free names, imported at file scope only), never by an import of its own.
+    """
+    source = (MODULE / "ChestXrayCounterfactual.py").read_text()
+    assert not re.search(r"^\s*(import|from) ChestXrayCounterfactualLib\b", source, re.M)
+    assert len(re.findall(r"^\s*(?:import|from) ChestXrayCounterfactualSlicer\b", source, re.M)) == 2
+    assert not re.search(r"^[ \t]+(import|from) ChestXrayCounterfactualSlicer\b", source, re.M)
+
+
+def test_the_slicer_package_loads_before_the_requirements_are_installed():
+    """The module file imports the bridge at Slicer's start-up: none of the Python requirements may load with it
+    (``database`` and ``requirements`` need the application's ``slicer.i18n``, which slicer-core lacks).
+    """
+    import sys
+
+    pytest.importorskip("slicer", reason="needs slicer-core (pip install slicer-core)")
+    code = (
+        "import sys\n"
+        "import ChestXrayCounterfactualSlicer.bridge\n"
+        "loaded = {'torch', 'captum', 'pydicom', 'highdicom', 'SimpleITK', 'matplotlib'} & set(sys.modules)\n"
+        "sys.exit(', '.join(sorted(loaded)) or None)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=MODULE, capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
 
 
 def test_only_the_module_file_lies_beside_the_module():

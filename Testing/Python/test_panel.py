@@ -23,8 +23,8 @@ import pytest
 pytest.importorskip("PySide6", reason="needs PySide6 (pip install pyside6-essentials)")
 slicer = pytest.importorskip("slicer", reason="needs slicer-core")
 
-from conftest import JPEG_BASELINE, ROOT, SAMPLE  # noqa: E402
-from SlicerHarness import application, pythonqt, standins  # noqa: E402
+from conftest import JPEG_BASELINE, ROOT, SAMPLE
+from SlicerHarness import application, pythonqt, standins
 
 MODULE_FILE = ROOT / "ChestXrayCounterfactual" / "ChestXrayCounterfactual.py"
 
@@ -356,24 +356,43 @@ def test_logic_batch_with_a_bad_option_raises_a_sentence_and_slicer_stays_up(pan
     assert not (tmp_path / "out" / "missing").exists()
 
 
-def test_headless_batch_script_always_exits_with_a_code(harness, tmp_path, monkeypatch):
-    from ChestXrayCounterfactualSlicer import batch
-
+def test_headless_script_always_exits_with_a_code(harness, tmp_path, monkeypatch):
     harness.load_module(MODULE_FILE)
-    codes = []
-    batch.main(["--", "--input", str(tmp_path), "--output", str(tmp_path / "out"), "--method", "nope"], codes.append)
-    batch.main(["--output", str(tmp_path)], codes.append)
+    from ChestXrayCounterfactualSlicer import headless, requirements
 
-    def broken(self, install=True):
+    codes = []
+    headless.main(["--", "--input", str(tmp_path), "--output", str(tmp_path / "out"), "--method", "nope"], codes.append)
+    headless.main(["--output", str(tmp_path)], codes.append)
+    headless.main(["--input", str(tmp_path), "--output", str(tmp_path / "out"), "--frames", "1"], codes.append)
+
+    def broken(requirements_file, install=True):
         raise MemoryError("torch could not start")
 
-    monkeypatch.setattr(slicer.modules, "chestxraycounterfactual", slicer.modules.chestxraycounterfactual)
-    import ChestXrayCounterfactual
+    monkeypatch.setattr(requirements, "ensure", broken)
+    headless.main(["--input", str(tmp_path), "--output", str(tmp_path / "out")], codes.append)
+    assert codes == [2, 2, 2, 3]
 
-    monkeypatch.setattr(ChestXrayCounterfactual.ChestXrayCounterfactualLogic, "setupPythonRequirements", broken)
-    batch.main(["--input", str(tmp_path), "--output", str(tmp_path / "out")], codes.append)
-    assert codes == [2, 2, 3]
 
+
+def test_headless_script_offers_every_option_of_the_command_line(harness, tmp_path):
+    harness.load_module(MODULE_FILE)
+    from ChestXrayCounterfactualLib.options import ExplainOptions
+    from ChestXrayCounterfactualSlicer import bridge, headless
+
+    flags = ["--finding", "Effusion", "--method", "directions", "--saliency", "occlusion", "--direction", "add"]
+    flags += ["--strength", "typical", "--frames", "3", "--overwrite", "--anonymize", "--dicom"]
+    args = headless.parse(["--", "--input", str(tmp_path), "--output", str(tmp_path / "out"), *flags])
+    assert bridge.options_from(args) == ExplainOptions(
+        finding="Effusion",
+        method="directions",
+        saliency="occlusion",
+        direction="add",
+        strength="typical",
+        frames=3,
+        overwrite=True,
+        anonymize=True,
+        dicom=True,
+    )
 
 ABSENT = "chestxraycounterfactual-absent-package>=1"
 OK, CANCEL, YES = (int(b.value) for b in (application.QtWidgets.QMessageBox.StandardButton.Ok,
@@ -536,13 +555,17 @@ OLD_DEFECTS = {
     "slicer.qt in the findings table": ("onAnalyze", "qt.QTableWidgetItem(text)", "slicer.qt.QTableWidgetItem(text)"),
     "setOrientation in Compare": (
         "onCompare",
-        "scene.compare_side_by_side(inputVolume, counterfactual)",
+        "views.compare_side_by_side(inputVolume, counterfactual)",
         'slicer.app.layoutManager().sliceWidget("Yellow").sliceController().setOrientation("Axial")',
     ),
     "SystemExit from batch": (
         "batch",
-        "        options.check()\n",
-        '        if method not in ("local", "latent-shift", "directions"):\n            raise SystemExit(2)\n',
+        "        options = bridge.ExplainOptions(**choices)\n",
+        (
+            '        if choices.get("method") not in ("local", "latent-shift", "directions"):\n'
+            "            raise SystemExit(2)\n"
+            "        options = bridge.ExplainOptions(**choices)\n"
+        ),
     ),
 }
 

@@ -9,9 +9,11 @@ import pytest
 
 slicer = pytest.importorskip("slicer", reason="needs slicer-core (pip install slicer-core)")
 
-from ChestXrayCounterfactualSlicer import scene as cxr_scene  # noqa: E402
-from conftest import MONOCHROME1, SAMPLE  # noqa: E402
-from mrml_scene import load_dicom_file, new_scene  # noqa: E402
+from ChestXrayCounterfactualLib.options import ExplainOptions
+from ChestXrayCounterfactualSlicer import bridge, results
+from ChestXrayCounterfactualSlicer.volumes import radiograph_from_volume
+from conftest import MONOCHROME1, SAMPLE
+from mrml_scene import load_dicom_file, new_scene
 
 
 @pytest.fixture
@@ -32,7 +34,7 @@ def explained(mrml, explainer):
     scene, _, volumes, slice_logic, _ = mrml
     volume = load_dicom_file(volumes, SAMPLE)
     original = slicer.util.arrayFromVolume(volume).copy()
-    nodes = cxr_scene.explain_volume(volume, engine=explainer)
+    nodes = bridge.explain_volume(volume, engine=explainer)
     return scene, volume, original, nodes, slice_logic
 
 
@@ -59,9 +61,9 @@ def test_outputs_lie_on_the_input_geometry_and_leave_it_untouched(explained):
 def test_colour_tables_layers_and_hierarchy(explained):
     scene, volume, _, nodes, slice_logic = explained
     saliency_display = nodes["saliency"].GetDisplayNode()
-    assert saliency_display.GetColorNode().GetName().startswith(cxr_scene.SALIENCY_COLOR)
+    assert saliency_display.GetColorNode().GetName().startswith(results.SALIENCY_COLOR)
     assert saliency_display.GetApplyThreshold() and saliency_display.GetLowerThreshold() == pytest.approx(0.15)
-    assert nodes["difference"].GetDisplayNode().GetColorNode().GetName().startswith(cxr_scene.DIFFERENCE_COLOR)
+    assert nodes["difference"].GetDisplayNode().GetColorNode().GetName().startswith(results.DIFFERENCE_COLOR)
     composite = slice_logic.GetSliceCompositeNode()
     assert composite.GetBackgroundVolumeID() == volume.GetID()
     assert composite.GetForegroundVolumeID() == nodes["saliency"].GetID()
@@ -82,7 +84,7 @@ def test_colour_tables_layers_and_hierarchy(explained):
 def test_rerun_replaces_outputs_instead_of_piling_up(explained, explainer):
     scene, volume, _, nodes, _ = explained
     count = scene.GetNumberOfNodes()
-    again = cxr_scene.explain_volume(volume, finding=nodes["explanation"].finding, engine=explainer)
+    again = bridge.explain_volume(volume, ExplainOptions(finding=nodes["explanation"].finding), engine=explainer)
     assert scene.GetNumberOfNodes() == count
     for key in ("saliency", "counterfactual", "difference", "sequence", "findings_table"):
         assert again[key] is nodes[key]
@@ -110,7 +112,7 @@ def test_scene_saved_to_mrb_reloads_with_everything(explained, tmp_path):
         assert node is not None, key
         np.testing.assert_array_equal(slicer.util.arrayFromVolume(node), slicer.util.arrayFromVolume(nodes[key]))
     saliency = reloaded.GetFirstNodeByName(nodes["saliency"].GetName())
-    assert saliency.GetDisplayNode().GetColorNode().GetName().startswith(cxr_scene.SALIENCY_COLOR)
+    assert saliency.GetDisplayNode().GetColorNode().GetName().startswith(results.SALIENCY_COLOR)
     assert (
         reloaded.GetFirstNodeByName(nodes["sequence"].GetName()).GetNumberOfDataNodes()
         == nodes["sequence"].GetNumberOfDataNodes()
@@ -122,12 +124,12 @@ def test_scene_saved_to_mrb_reloads_with_everything(explained, tmp_path):
 def test_monochrome1_volume_is_detected_and_displayed_bone_bright(mrml, explainer):
     _, _, volumes, _, _ = mrml
     volume = load_dicom_file(volumes, MONOCHROME1)
-    radiograph = cxr_scene.radiograph_from_volume(volume)
+    radiograph = radiograph_from_volume(volume)
     from ChestXrayCounterfactualLib import read_radiograph
 
     reference = read_radiograph(MONOCHROME1)
     np.testing.assert_allclose(radiograph.display(), reference.display(), atol=0.01)
-    nodes = cxr_scene.explain_volume(volume, finding="Cardiomegaly", direction="add", engine=explainer)
+    nodes = bridge.explain_volume(volume, ExplainOptions(finding="Cardiomegaly", direction="add"), engine=explainer)
     shown_inverted = radiograph.inverted
     color = nodes["counterfactual"].GetDisplayNode().GetColorNodeID()
     assert (color == "vtkMRMLColorTableNodeInvertedGrey") == shown_inverted
@@ -162,12 +164,12 @@ def test_bad_volume_input_raises_one_sentence(mrml, explainer):
     scene, *_ = mrml
     table = scene.AddNewNodeByClass("vtkMRMLTableNode", "not a radiograph")
     with pytest.raises(ValueError, match="choose a scalar volume"):
-        cxr_scene.explain_volume(table, engine=explainer)
+        bridge.explain_volume(table, engine=explainer)
     flat = slicer.util.addVolumeFromArray(np.zeros((1, 128, 128), np.float32), name="blank")
     from ChestXrayCounterfactualLib.errors import ConstantImageError
 
     with pytest.raises(ConstantImageError, match="blank"):
-        cxr_scene.explain_volume(flat, engine=explainer)
+        bridge.explain_volume(flat, engine=explainer)
 
 
 def test_a_volume_from_a_ct_file_is_refused_by_the_input_gate(mrml, explainer):
@@ -184,5 +186,5 @@ def test_a_volume_from_a_ct_file_is_refused_by_the_input_gate(mrml, explainer):
     volume = load_dicom_file(volumes, Path(get_testdata_file("CT_small.dcm")))
     before = scene.GetNumberOfNodes()
     with pytest.raises(NotExplainableError, match=r"a CT image \(Modality CT\), not a projection radiograph"):
-        cxr_scene.explain_volume(volume, engine=explainer)
+        bridge.explain_volume(volume, engine=explainer)
     assert scene.GetNumberOfNodes() == before

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ChestXrayCounterfactualLib.counterfactual import MARGIN, LatentProblem
+from ChestXrayCounterfactualLib.explain.counterfactual import MARGIN, LatentProblem
 from ChestXrayCounterfactualLib.modelset import ModelSet
 
 FINDINGS = ("Toy finding", "Toy other")

@@ -25,12 +25,12 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 
-from . import pythonqt  # noqa: E402
+from . import pythonqt
 
 pythonqt.install()
 
-import qt  # noqa: E402
-import slicer  # noqa: E402
+import qt
+import slicer
 
 if str(HERE / "python" / "slicer") not in slicer.__path__:
     slicer.__path__.append(str(HERE / "python" / "slicer"))  # Slicer's own Python modules copied here
@@ -49,10 +49,10 @@ def _use_slicer_util_of_this_release() -> None:
 
 
 _use_slicer_util_of_this_release()
-import shiboken6  # noqa: E402
-from PySide6 import QtCore, QtWidgets  # noqa: E402
+import shiboken6
+from PySide6 import QtCore, QtWidgets
 
-from .standins import build, python_class, python_module  # noqa: E402
+from .standins import build, python_class, python_module
 
 #: The Slicer release the stand-ins and copied Python files come from.
 SLICER_VERSION = (5, 12)
@@ -675,8 +675,8 @@ class Harness:
         widget.enter()
 
     def close(self) -> None:
-        """Quit the application: every panel's ``cleanup`` (as Slicer calls it on exit), then the panels and
-        their widgets are deleted here, at a known point, not whenever Python's cycle collector happens to
+        """Quit the application: every panel's ``cleanup`` (as Slicer calls it on exit), then the panels, their
+        widgets and the application's windows are deleted here, at a known point, not whenever Python's cycle collector happens to
         free them (a panel and its Python Widget refer to each other): a Qt widget tree freed from inside
         unrelated later code, with scene observers still pointing at it, is how a test run crashes.
         """
@@ -687,6 +687,12 @@ class Harness:
             if shiboken6.isValid(panel):
                 shiboken6.delete(panel)
         self.panels.clear()
+        # Then every window of this application (the main window with the dialogs parented to it, the slice
+        # views): left alive, the next harness's slicer.util.mainWindow() could find this one and parent a
+        # dialog to a window that is deleted mid-run.
+        for window in QtWidgets.QApplication.topLevelWidgets():
+            if shiboken6.isValid(window):
+                shiboken6.delete(window)
         QtWidgets.QApplication.processEvents()  # deferred deletes (message boxes) happen now
         gc.collect()
 

@@ -22,7 +22,7 @@ from collections import deque
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
-from PySide6 import QtCore, QtGui, QtUiTools, QtWidgets  # noqa: E402
+from PySide6 import QtCore, QtGui, QtUiTools, QtWidgets
 
 _ORIGINAL_GETATTRIBUTE = QtCore.QObject.__getattribute__
 #: Shiboken.Object's: the one original that Python's C-level setattr check accepts on every subclass.

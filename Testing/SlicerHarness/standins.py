@@ -211,7 +211,7 @@ def _signature(text: str) -> inspect.Signature:
     arguments.defaults = [ast.Constant(None) for _ in arguments.defaults]
     arguments.kw_defaults = [None if d is None else ast.Constant(None) for d in arguments.kw_defaults]
     namespace: dict = {}
-    exec(compile(ast.fix_missing_locations(tree), "<signature>", "exec"), namespace)  # noqa: S102
+    exec(compile(ast.fix_missing_locations(tree), "<signature>", "exec"), namespace)
     return inspect.signature(namespace["f"])
 
 

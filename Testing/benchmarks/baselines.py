@@ -22,7 +22,7 @@ import math
 import torch
 
 from ChestXrayCounterfactualLib.modelset import ModelSet
-from ChestXrayCounterfactualLib.saliency import saliency_map
+from ChestXrayCounterfactualLib.explain.saliency import saliency_map
 
 
 def seed_local_counterfactual(

@@ -32,21 +32,23 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from baselines import published_latent_shift, seed_local_counterfactual  # noqa: E402
+from baselines import published_latent_shift, seed_local_counterfactual
 
-from ChestXrayCounterfactualLib import Explainer, read_radiograph  # noqa: E402
-from ChestXrayCounterfactualLib.engine import audit_entry, visible_change_on_grid  # noqa: E402
-from ChestXrayCounterfactualLib.geometry import ModelSpaceMap  # noqa: E402
-from ChestXrayCounterfactualLib.modelset import default_weights_dir  # noqa: E402
-from ChestXrayCounterfactualLib.modelset.interface import AuditorModel, ClassifierNetwork  # noqa: E402
-from ChestXrayCounterfactualLib.methods import (  # noqa: E402
+from ChestXrayCounterfactualLib import Explainer, read_radiograph
+from ChestXrayCounterfactualLib.explain.explanation import visible_change_on_grid
+from ChestXrayCounterfactualLib.explain.stages import audit_entry
+from ChestXrayCounterfactualLib.explain.geometry import ModelSpaceMap
+from ChestXrayCounterfactualLib.modelset import default_weights_dir
+from ChestXrayCounterfactualLib.modelset.interface import AuditorModel, ClassifierNetwork
+from ChestXrayCounterfactualLib.methods import (
     DEFAULT_COUNTERFACTUAL,
     DEFAULT_STRENGTH,
     SALIENCY_METHODS,
     STRENGTHS,
 )
-from ChestXrayCounterfactualLib.saliency import saliency_map  # noqa: E402
-from ChestXrayCounterfactualTraining.metrics import ssim  # noqa: E402
+from ChestXrayCounterfactualLib.explain.saliency import saliency_map
+from ChestXrayCounterfactualLib.options import ExplainOptions
+from ChestXrayCounterfactualTraining.metrics import ssim
 
 OURS = ("latent-shift", "local", "directions")
 BASELINES = ("baseline-seed-local", "baseline-latent-shift")
@@ -195,7 +197,7 @@ def measure(explainer: Explainer, case: dict, finding: str, method: str, strengt
         seconds = time.perf_counter() - start
         audit = baseline_audit(models.auditors, x, counterfactual, finding)
     else:
-        e = explainer.explain(case["image"], finding=finding, method=method, strength=strength)
+        e = explainer.explain(case["image"], ExplainOptions(finding=finding, method=method, strength=strength))
         seconds = e.seconds["total"]
         reconstruction = torch.from_numpy(e.model_reconstruction)[None, None]
         counterfactual = reconstruction + torch.from_numpy(e.model_change)[None, None]  # the decoded counterfactual
@@ -468,7 +470,8 @@ def main() -> None:
         / "SampleData"
         / "nih_chest_pa_cardiomegaly.dcm",
     )
-    explainer.explain(warm, finding="Cardiomegaly")  # first-call costs (allocations, lazy imports) excluded
+    # First-call costs (allocations, lazy imports) excluded.
+    explainer.explain(warm, ExplainOptions(finding="Cardiomegaly"))
     rows: list[dict] = []
     summary: dict[str, dict] = {}
     pointing, frechet_inputs = {}, {}

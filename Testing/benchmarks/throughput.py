@@ -44,12 +44,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "Python"))  # the test suite's process_tree
 
-from ChestXrayCounterfactualLib import Explainer, methods, read_radiograph  # noqa: E402
-from ChestXrayCounterfactualLib.archive import ArchiveProgress, run_archive  # noqa: E402
-from ChestXrayCounterfactualLib.batch import ExplainOptions  # noqa: E402
-from ChestXrayCounterfactualLib.engine import STAGES  # noqa: E402
-from ChestXrayCounterfactualLib.modelset import default_weights_dir  # noqa: E402
-from process_tree import titled  # noqa: E402
+from ChestXrayCounterfactualLib import Explainer, methods, read_radiograph
+from ChestXrayCounterfactualLib.runs.archive import ArchiveProgress, run_archive
+from ChestXrayCounterfactualLib.options import ExplainOptions
+from ChestXrayCounterfactualLib.explain.stages import STAGES
+from ChestXrayCounterfactualLib.modelset import default_weights_dir
+from process_tree import titled
 
 HERE = Path(__file__).resolve().parent
 #: The issue's goals: median seconds of one explanation on the 2-core CPU, and explanations per second on a GPU.
@@ -85,7 +85,7 @@ def loaded(settings: Settings) -> tuple[Explainer, list]:
     """The bundled model set, the images read, and one untimed explanation (lazy imports, first allocations)."""
     explainer = Explainer()
     radiographs = [read_radiograph(path) for path in settings.images]
-    explainer.explain(radiographs[0], finding=settings.finding)
+    explainer.explain(radiographs[0], settings.options)
     return explainer, radiographs
 
 
@@ -95,7 +95,7 @@ def measure_single(settings: Settings) -> dict:
     walls, stages, flipped = [], [], 0
     for radiograph in radiographs:
         start = time.perf_counter()
-        explanation = explainer.explain(radiograph, finding=settings.finding)
+        explanation = explainer.explain(radiograph, settings.options)
         walls.append(time.perf_counter() - start)
         stages.append(explanation.seconds)
         flipped += explanation.flipped
@@ -118,7 +118,7 @@ def measure_batch(settings: Settings, size: int) -> dict:
     for start in range(0, len(radiographs), size):
         batch = radiographs[start : start + size]
         began = time.perf_counter()
-        outcomes = explainer.explain_batch(batch, finding=settings.finding)
+        outcomes = explainer.explain_batch(batch, settings.options)
         walls.append(time.perf_counter() - began)
         per_explanation += [walls[-1] / len(batch)] * len(batch)
         for outcome in outcomes:
@@ -177,7 +177,7 @@ def measure_archive(settings: Settings, ray: bool) -> dict:
     if ray:
         import ray as ray_module
 
-        from ChestXrayCounterfactualLib.archive_ray import init_arguments
+        from ChestXrayCounterfactualLib.runs.ray_actors import init_arguments
 
         began = time.perf_counter()
         ray_module.init(**init_arguments(address))  # run_archive then uses this instance and leaves it running
@@ -227,7 +227,7 @@ def measure_archive(settings: Settings, ray: bool) -> dict:
 def _child(send: Connection, function: Callable[..., dict], arguments: tuple) -> None:
     try:
         send.send(function(*arguments))
-    except Exception:  # noqa: BLE001 - the parent raises it, with this traceback
+    except Exception:  # the parent raises it, with this traceback
         send.send(traceback.format_exc())
     finally:
         send.close()

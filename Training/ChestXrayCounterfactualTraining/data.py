@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ChestXrayCounterfactualLib.geometry import MODEL_SIZE, ModelSpaceMap
+from ChestXrayCounterfactualLib.explain.geometry import MODEL_SIZE, ModelSpaceMap
 
 SPLITS = ("train", "validation", "test")
 

@@ -1,5 +1,5 @@
 """``weights/ood_reference.json``: what the engine's input gate compares an image with
-(:mod:`ChestXrayCounterfactualLib.gate`).
+(:mod:`ChestXrayCounterfactualLib.explain.gate`).
 
 The layout statistics are fitted on the training split (NIH and Hannover training patients, the images the
 autoencoder learnt from); the medians, the validation scores and the cut come from the validation split, held out
@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ChestXrayCounterfactualLib.engine import Explainer
-from ChestXrayCounterfactualLib.gate import REFERENCE_NAME, layout_cells, layout_distance, reconstruction_error
+from ChestXrayCounterfactualLib.explain.pipeline import Explainer
+from ChestXrayCounterfactualLib.explain.gate import REFERENCE_NAME, layout_cells, layout_distance, reconstruction_error
 from ChestXrayCounterfactualLib.modelset import load_model_set, sha256_of
-from ChestXrayCounterfactualLib.reader import read_radiograph
+from ChestXrayCounterfactualLib.inputs.reader import read_radiograph
 
 from .data import Record
 
@@ -80,7 +80,7 @@ def ood_reference(weights: Path, nih: dict[str, list[Record]], hannover: dict[st
     return {
         "format_version": 1,
         "what": "reference of the input gate's out-of-distribution score "
-        "(ChestXrayCounterfactualLib.gate.ood_score): score = layout_distance / layout_median + "
+        "(ChestXrayCounterfactualLib.explain.gate.ood_score): score = layout_distance / layout_median + "
         "error_weight * reconstruction_error / error_median; warn when score > cut (above every validation image)",
         "autoencoder_sha256": models.file_hashes["autoencoder"],
         "splits_sha256": sha256_of(weights / "splits.csv"),

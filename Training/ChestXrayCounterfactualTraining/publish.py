@@ -77,7 +77,7 @@ def test_metrics(
             "positives": int(y[:, i].sum()),
             "negatives": int(len(y) - y[:, i].sum()),
         }
-    mean_ci = lambda v: [round(float(a), 4) for a in bootstrap_ci(v, v, lambda a, _: float(np.mean(a)))]  # noqa: E731
+    mean_ci = lambda v: [round(float(a), 4) for a in bootstrap_ci(v, v, lambda a, _: float(np.mean(a)))]
     dp = np.abs(p - pr)
     autoencoder_metrics = {
         "mae": round(float(mae.mean()), 4),

@@ -12,7 +12,8 @@ from pathlib import Path
 from .bundled import CARD_NAME, default_weights_dir, load_bundled, sha256_of
 from .interface import AuditorModel, AutoencoderNetwork, ClassifierNetwork, ModelSet
 from .networks import AUDITOR_ARCHITECTURES, CLASSIFIER_NORMALISATION, Auditor, Autoencoder, Classifier
-from .spec import SpecError, export_torchscript, load_spec
+from ..errors import SpecError
+from .spec import export_torchscript, load_spec
 
 __all__ = [
     "AUDITOR_ARCHITECTURES",

@@ -13,8 +13,7 @@ from pathlib import Path
 import torch
 
 from ..errors import WeightsError
-from ..geometry import MODEL_SIZE
-from .interface import AuditorModel, ModelSet
+from .interface import MODEL_SIZE, AuditorModel, ModelSet
 from .networks import Auditor, Autoencoder, Classifier
 
 CARD_NAME = "model_card.json"

@@ -12,7 +12,8 @@ from typing import Protocol, TypeVar
 import torch
 from torch import nn
 
-from ..geometry import MODEL_SIZE
+#: The side of the square model space unless a model set says otherwise (the bundled models' resolution).
+MODEL_SIZE = 224
 
 _Self = TypeVar("_Self")
 

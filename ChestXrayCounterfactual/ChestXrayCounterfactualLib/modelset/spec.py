@@ -31,17 +31,13 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
-from ..errors import ExplainerError
+from ..errors import ExplainerError, SpecError
 from .bundled import default_weights_dir, load_bundled, sha256_of
 from .interface import AutoencoderNetwork, ClassifierNetwork, ModelSet
 
 NORMALISATIONS = ("unit", "xrv", "imagenet")
 KINDS = ("bundled", "torchscript", "torchxrayvision")
 IMAGENET = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-
-
-class SpecError(ExplainerError):
-    """A model-set spec that cannot be used; the message says which field and why."""
 
 
 def _to_network(x: torch.Tensor, normalisation: str, channels: int) -> torch.Tensor:
@@ -278,6 +274,27 @@ def _autoencoder(entry: dict, spec: dict, base: Path, bundled: ModelSet | None, 
 def load_spec(path: str | Path) -> ModelSet:
     """A model set from a spec file."""
     path = Path(path)
+    spec = _read_spec(path)
+    entries = {role: _require(spec, role, dict) for role in ("classifier", "autoencoder")}
+    for role, entry in entries.items():
+        if entry.get("kind") not in KINDS:
+            raise SpecError(f"{role} field 'kind' must be one of {', '.join(KINDS)}, not {entry.get('kind')!r}")
+    bundled = load_bundled(default_weights_dir()) if "bundled" in {e["kind"] for e in entries.values()} else None
+    files = {"spec": sha256_of(path)}
+    classifier, findings = _classifier(entries["classifier"], spec, path.parent, bundled, files)
+    autoencoder = _autoencoder(entries["autoencoder"], spec, path.parent, bundled, files)
+    thresholds = _thresholds(spec.get("thresholds", "logit-0.5"), findings)
+    for module in (classifier, autoencoder):
+        module.eval().requires_grad_(False)
+    if bundled is not None:
+        files.update({f"bundled {k}": v for k, v in bundled.file_hashes.items()})
+    both_bundled = entries["classifier"]["kind"] == entries["autoencoder"]["kind"] == "bundled"
+    directions = bundled.directions if both_bundled and bundled is not None else {}
+    return ModelSet(classifier, autoencoder, thresholds, directions, spec["resolution"], spec["name"], files)
+
+
+def _read_spec(path: Path) -> dict:
+    """The spec file's JSON object, its top-level fields checked and ``channels`` and ``normalisation`` defaulted."""
     if not path.is_file():
         raise SpecError(f"model-set spec {path} does not exist")
     try:
@@ -286,7 +303,7 @@ def load_spec(path: str | Path) -> ModelSet:
         raise SpecError(f"model-set spec {path} is not valid JSON ({error})") from None
     if not isinstance(spec, dict):
         raise SpecError(f"model-set spec {path} must be a JSON object")
-    name = _require(spec, "name", str)
+    _require(spec, "name", str)
     resolution = _require(spec, "resolution", int)
     if not 64 <= resolution <= 1024:
         raise SpecError(f"spec field 'resolution' must be between 64 and 1024, not {resolution}")
@@ -296,30 +313,18 @@ def load_spec(path: str | Path) -> ModelSet:
         raise SpecError(
             f"spec field 'normalisation' must be one of {', '.join(NORMALISATIONS)}, not {spec['normalisation']!r}",
         )
-    entries = {role: _require(spec, role, dict) for role in ("classifier", "autoencoder")}
-    for role, entry in entries.items():
-        if entry.get("kind") not in KINDS:
-            raise SpecError(f"{role} field 'kind' must be one of {', '.join(KINDS)}, not {entry.get('kind')!r}")
-    bundled = load_bundled(default_weights_dir()) if "bundled" in {e["kind"] for e in entries.values()} else None
-    files = {"spec": sha256_of(path)}
-    classifier, findings = _classifier(entries["classifier"], spec, path.parent, bundled, files)
-    autoencoder = _autoencoder(entries["autoencoder"], spec, path.parent, bundled, files)
-    thresholds = spec.get("thresholds", "logit-0.5")
+    return spec
+
+
+def _thresholds(thresholds: object, findings: list[str]) -> dict[str, float]:
+    """The decision threshold of every finding from the spec's ``thresholds``: "logit-0.5" or one per finding."""
     if thresholds == "logit-0.5":
         thresholds = dict.fromkeys(findings, 0.5)
     elif not isinstance(thresholds, dict) or set(thresholds) != set(findings):
         raise SpecError("spec field 'thresholds' must be \"logit-0.5\" or give a probability for every finding")
     if not all(isinstance(t, (int, float)) and 0 < t < 1 and math.isfinite(t) for t in thresholds.values()):
         raise SpecError("spec thresholds must be probabilities between 0 and 1")
-    for module in (classifier, autoencoder):
-        module.eval().requires_grad_(False)
-    if bundled is not None:
-        files.update({f"bundled {k}": v for k, v in bundled.file_hashes.items()})
-    both_bundled = entries["classifier"]["kind"] == entries["autoencoder"]["kind"] == "bundled"
-    directions = bundled.directions if both_bundled and bundled is not None else {}
-    return ModelSet(
-        classifier, autoencoder, {f: float(thresholds[f]) for f in findings}, directions, resolution, name, files,
-    )
+    return {f: float(thresholds[f]) for f in findings}
 
 
 def export_torchscript(models: ModelSet, out: str | Path) -> Path:

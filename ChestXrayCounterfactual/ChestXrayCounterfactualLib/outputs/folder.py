@@ -1,6 +1,6 @@
 """Writing an explanation to disk: NRRD volumes on the input's own grid, an overview PNG, the
 latent-shift GIF, a JSON record and, on request, DICOM objects in the input's study (``dicom/``, see
-:mod:`.dicom_outputs`). A folder is written under a temporary name and renamed into place only when
+:mod:`.dicom`). A folder is written under a temporary name and renamed into place only when
 complete, so an interrupted run never leaves a half-written result.
 """
 
@@ -13,9 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .engine import Explanation
-from .records import INTENDED_USE
-from .reader import WINDOW_KEY, Radiograph
+from ..explain.explanation import Explanation
+from ..explain.records import INTENDED_USE
+from ..inputs.images import WINDOW_KEY
+from ..inputs.radiograph import Radiograph
 
 FILES = ("counterfactual.nrrd", "saliency.nrrd", "difference.nrrd", "overview.png", "frames.gif", "explanation.json")
 DICOM_FOLDER = "dicom"
@@ -118,7 +119,7 @@ def write_dicom_outputs(folder: Path, explanation: Explanation, anonymize: bool)
     """The DICOM objects in ``folder``; returns what the JSON record says of them (files relative to the
     explanation's folder, their study, and notes such as a new study for a non-DICOM input).
     """
-    from .dicom_outputs import write_dicom
+    from .dicom import write_dicom
 
     written = write_dicom(folder, explanation, anonymize=anonymize)
     return {

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-MODEL_SIZE = 224
+from ..modelset.interface import MODEL_SIZE
 
 
 @dataclass(frozen=True)

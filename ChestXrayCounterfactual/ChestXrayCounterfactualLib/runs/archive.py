@@ -1,8 +1,8 @@
 """Explain a whole archive (a folder of radiographs or a CSV manifest) into one output folder, resumably, in
 this process or on a Ray cluster: the engine behind ``python -m ChestXrayCounterfactualLib batch``.
 
-Each input gets the folder and files :func:`batch.explain_files` would give it, written the same way (by
-:func:`batch.explain_work`, atomically), plus a row in ``OUT/index.csv`` (see :mod:`.archive_index`). Folder
+Each input gets the folder and files :func:`.files.explain_files` would give it, written the same way (by
+:func:`.files.explain_work`, atomically), plus a row in ``OUT/index.csv`` (see :mod:`.index`). Folder
 names are fixed before any work starts, from the whole input list in order (and from the index of an earlier
 run, whose inputs keep their folders), so they never depend on which worker finishes first. A rerun skips
 every input whose folder is complete and retries those that failed; the index ends with one row per input.
@@ -21,17 +21,14 @@ from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from .archive_index import NAME, IndexAppender, Row, make_row, read_index, rewrite_index
-from .batch import ExplainOptions, FileResult, explain_work, folder_name, is_input_file
-from .errors import ExplainerError
+from .index import NAME, IndexAppender, Row, make_row, read_index, rewrite_index
+from ..options import ExplainOptions
+from .files import FileResult, explain_work, folder_name, is_input_file
+from ..errors import ArchiveError
 
 #: The manifest column that lists the inputs (relative paths are relative to the manifest's folder).
 PATH_COLUMN = "path"
 RECORD = "explanation.json"  # written last, inside the folder that is renamed into place: present = complete
-
-
-class ArchiveError(ExplainerError):
-    """An archive run that cannot start or go on: no such input list, no Ray, workers without models."""
 
 
 @dataclass(frozen=True)
@@ -119,7 +116,7 @@ def _manifest_inputs(manifest: Path) -> list[tuple[str, Path]]:
 
 def plan(inputs: list[tuple[str, Path]], out: Path, previous: Mapping[str, Row]) -> list[ArchiveInput]:
     """Every input with its output folder: the one an earlier run's index gave it, else its stem made unique
-    in input order (as :func:`batch.explain_files` names them), never a name already taken.
+    in input order (as :func:`.files.explain_files` names them), never a name already taken.
     """
     kept: dict[str, str] = {}
     used: set[str] = set()
@@ -172,8 +169,8 @@ def _explain_here(
     work: list[tuple[Path, Path]], options: ExplainOptions, models: str | Path | None, batch_size: int,
 ) -> Generator[tuple[int, FileResult], None, None]:
     """The in-process executor: the model set loaded once (only if there is work), batches one after another."""
-    from .engine import Explainer
-    from .modelset import load_model_set
+    from ..explain.pipeline import Explainer
+    from ..modelset import load_model_set
 
     explainer = Explainer(load_model_set(models)) if work else None
     for start in range(0, len(work), batch_size):
@@ -182,7 +179,7 @@ def _explain_here(
 
 
 def _remove_leftovers(out: Path, planned: list[ArchiveInput]) -> None:
-    """Delete the hidden partial folders (``.NAME.partial-PID``, see :func:`outputs.write_explanation`) that
+    """Delete the hidden partial folders (``.NAME.partial-PID``, see :func:`..outputs.folder.write_explanation`) that
     killed workers left for this run's inputs; called when no worker of the run is writing any more.
     """
     names = {item.folder.name for item in planned}
@@ -213,7 +210,6 @@ def run_archive(
     :class:`ArchiveError` (or ``ValueError`` for a bad option) if the run cannot start; a bad input is a failed
     row, never an exception.
     """
-    options.check()
     if (workers is not None and workers < 1) or batch_size < 1:
         raise ValueError(f"workers and batch size must be at least 1, not {workers} and {batch_size}")
     if ray_address is not None and importlib.util.find_spec("ray") is None:
@@ -254,7 +250,7 @@ def run_archive(
         if ray_address is None or not work:
             results = _explain_here(work, options, models, batch_size)
         else:
-            from .archive_ray import explain_on_ray
+            from .ray_actors import explain_on_ray
 
             results = explain_on_ray(
                 work,

@@ -1,10 +1,10 @@
 """Explain many files into one output folder: the one function behind the CLI's ``explain`` and the
 Slicer module's batch use (``ChestXrayCounterfactualLogic.explainFiles``).
 
-Options are checked before any file is touched and a bad one raises ``ValueError`` with a sentence
-(never ``SystemExit``, which inside Slicer would close the application). A file that cannot be read
+The options (:class:`..options.ExplainOptions`) were checked when they were made, before any file is touched. A
+file that cannot be read
 or explained becomes a failed :class:`FileResult` with a one-line reason; the other files go on.
-Every output folder is written atomically (see :func:`outputs.write_explanation`).
+Every output folder is written atomically (see :func:`..outputs.folder.write_explanation`).
 """
 
 from __future__ import annotations
@@ -14,33 +14,12 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import methods
-from .errors import ExplainerError
-from .reader import is_dicom_file
-from .records import outcome_line
+from ..errors import ExplainerError
+from ..inputs.dicom import is_dicom_file
+from ..explain.records import outcome_line
+from ..options import ExplainOptions
 
 _SUFFIXES = (".nii.gz", ".dcm", ".dicom", ".png", ".jpg", ".jpeg", ".nrrd", ".nhdr", ".nii", ".mha", ".mhd")
-
-
-@dataclass(frozen=True)
-class ExplainOptions:
-    """What to explain and how; ``None`` means the engine's default."""
-
-    finding: str | None = None
-    method: str = methods.DEFAULT_COUNTERFACTUAL
-    saliency: str = methods.DEFAULT_SALIENCY
-    direction: str | None = None
-    frames: int = 8
-    overwrite: bool = False
-    anonymize: bool = False
-    dicom: bool = False
-    strength: str = methods.DEFAULT_STRENGTH
-
-    def check(self) -> None:
-        """Raise ``ValueError`` naming the first option that cannot work."""
-        methods.check(self.method, self.saliency, self.direction, self.strength)
-        if not isinstance(self.frames, int) or self.frames < 2:
-            raise ValueError(f"frames must be a whole number of at least 2, not {self.frames!r}")
 
 
 @dataclass
@@ -113,11 +92,11 @@ def explain_work(
     :class:`FileResult` each, in order.
 
     The step of :func:`explain_files` and of archive runs, for callers that choose folders and schedule files
-    themselves; ``options`` must have been checked. Never raises for a bad file: it becomes a failed result. If
+    themselves. Never raises for a bad file: it becomes a failed result. If
     the batch as a whole fails, its files are explained one by one, so one file cannot fail the others.
     """
-    from .outputs import write_explanation
-    from .reader import read_radiograph
+    from ..outputs.folder import write_explanation
+    from ..inputs.reader import read_radiograph
 
     results = [FileResult(path, "skipped", folder) for path, folder in work]
 
@@ -138,16 +117,14 @@ def explain_work(
         except Exception as error:  # one broken file must not stop the batch; describe_error words it
             fail(k, error)
     keys = list(read)
-    settings = (options.finding, options.method, options.saliency, options.direction, options.frames)
-    strength = options.strength
     try:
-        outcomes: list = explainer.explain_batch([read[k] for k in keys], *settings, strength=strength) if keys else []
-    except Exception:  # noqa: BLE001 - retried one by one below, where each file's own error is kept
+        outcomes: list = explainer.explain_batch([read[k] for k in keys], options) if keys else []
+    except Exception:  # retried one by one below, where each file's own error is kept
         outcomes = []
         for k in keys:
             try:
-                outcomes += explainer.explain_batch([read[k]], *settings, strength=strength)
-            except Exception as error:  # noqa: BLE001 - this file's error, worded by describe_error
+                outcomes += explainer.explain_batch([read[k]], options)
+            except Exception as error:  # this file's error, worded by describe_error
                 outcomes.append(error)
     for k, outcome in zip(keys, outcomes, strict=True):
         try:
@@ -181,8 +158,7 @@ def explain_files(
     ``explainer`` defaults to the bundled model set. ``on_result`` is told each result as it lands
     (for progress); ``on_error`` sees the exception of a failed file (for tracebacks in debug mode).
     """
-    options.check()
-    from .engine import Explainer
+    from ..explain.pipeline import Explainer
 
     explainer = explainer or Explainer()
     out = Path(out)

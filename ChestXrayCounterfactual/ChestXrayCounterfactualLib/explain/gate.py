@@ -30,9 +30,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .errors import NotExplainableError, WeightsError
-from .modelset import ModelSet, default_weights_dir
-from .reader import Radiograph
+from ..errors import NotExplainableError, WeightsError
+from ..modelset import ModelSet, default_weights_dir
+from ..inputs.radiograph import Radiograph
 
 REFERENCE_NAME = "ood_reference.json"
 TRAINED_ON = "the models were trained on frontal chest radiographs only"

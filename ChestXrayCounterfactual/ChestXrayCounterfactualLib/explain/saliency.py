@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from captum.attr import IntegratedGradients, LayerAttribution, LayerGradCam, NoiseTunnel, Occlusion, Saliency
 
-from .modelset import ClassifierNetwork
+from ..modelset import ClassifierNetwork
 
 
 def _smooth(attribution: torch.Tensor, sigma: float = 2.0) -> torch.Tensor:

@@ -1,28 +1,6 @@
-"""Read a radiograph as a radiologist's viewer shows it: DICOM (any transfer syntax pydicom with the
-pylibjpeg/pyjpegls plugins decodes; Part 10 files and raw data sets without preamble), PNG/JPEG (8/16 bit) and
-NRRD/NIfTI/MHA (via SimpleITK).
-
-The result is a :class:`Radiograph`: the pixel values in the file's own units (modality LUT applied,
-bone bright), the display window that maps them to [0, 1], and the pixel grid's geometry.
-
-Rules, in the order a viewer applies them:
-
-* Modality LUT (rescale slope/intercept or LUT) first, then the VOI: a VOI LUT sequence or a
-  SIGMOID VOI function is applied and its output range becomes the window; a LINEAR (or LINEAR_EXACT)
-  WindowCenter/WindowWidth becomes the window with the standard's bounds (PS3.3 C.11.2.1.2.1). Without any,
-  8-bit data is shown as stored (0-255) and deeper data is windowed to its 0.5-99.5 percentile range.
-  Enhanced multi-frame objects give these (and the spacing) in their functional groups: the first frame's are used.
-* MONOCHROME1 is inverted to "bone is bright" by mirroring the values inside their representable
-  range, so the units stay the file's. We follow the header: a file that claims MONOCHROME1 but
-  holds MONOCHROME2 pixels is shown inverted, exactly as a standards-following viewer shows it.
-* Spacing: PixelSpacing, else ImagerPixelSpacing, else an ultrasound region's calibration in cm; missing or zero
-  spacing falls back to 1 mm with a warning. Multi-frame objects give their first frame, with a warning. RGB is
-  converted to grey (ITU-R BT.601 luma), with a warning.
-* Images smaller than 64 px on a side, larger than 16384 px on a side or 100 megapixels, or with a
-  single value everywhere, are refused. Sizes are checked on the header, before decoding. So are DICOMDIRs,
-  objects without pixels, and objects whose pixels are not a picture of a patient (segmentations, dose grids).
-* pydicom's warnings never reach the user as such: those that say something about the file become the
-  reader's own sentences in :attr:`Radiograph.warnings`, the rest is dropped.
+"""DICOM files as radiographs: Part 10 files and raw data sets without preamble, in any transfer syntax pydicom
+with the pylibjpeg/pyjpegls plugins decodes, read as a viewer shows them (the rules are in :mod:`.reader`), or
+refused with one sentence: objects without pixels, pixels that are not a picture of a patient, undecodable data.
 """
 
 from __future__ import annotations
@@ -33,30 +11,18 @@ import struct
 import warnings as _warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from .errors import (
-    ConstantImageError,
+from ..errors import (
     CorruptPixelDataError,
-    ImageSizeError,
-    InputError,
     MissingDecoderError,
     NoPixelDataError,
     NotAnImageError,
     UnsupportedImageError,
 )
-
-MIN_SIDE = 64
-MAX_SIDE = 16384
-MAX_PIXELS = 100_000_000
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
-ITK_SUFFIXES = (".nrrd", ".nhdr", ".nii", ".nii.gz", ".mha", ".mhd")
-#: NRRD keys our own outputs carry, so an output read back in is displayed like its input.
-WINDOW_KEY = "cxrcf_window"
-NOT_READABLE = "not DICOM and not an image format we read (PNG, JPEG, NRRD, NIfTI, MHA)"
+from .radiograph import NOT_READABLE, Radiograph, check_size, grey, percentile_window
 
 DICOM_VRS = frozenset(
     b"AE AS AT CS DA DS DT FD FL IS LO LT OB OD OF OL OV OW PN SH SL SQ SS ST SV TM UC UI UL UN UR US UT UV".split(),
@@ -110,91 +76,6 @@ PYDICOM_WARNINGS = (
 )
 
 
-@dataclass
-class Radiograph:
-    """A 2D radiograph: pixel values, how to display them, and where its pixels lie.
-
-    ``pixels`` is float32 (rows, cols). ``window`` is the (low, high) pixel value shown as black and
-    white. ``inverted`` is True when bright pixels mean less dense tissue (a MONOCHROME1 volume
-    shown through an inverting display, as in Slicer); the reader itself always returns False.
-    ``spacing`` is (column spacing, row spacing) in mm, ``origin`` and ``direction`` (3x3, columns
-    are the i, j, k axes) are in LPS, as ITK and NRRD store them.
-    """
-
-    pixels: np.ndarray
-    window: tuple[float, float]
-    spacing: tuple[float, float] = (1.0, 1.0)
-    origin: tuple[float, float, float] = (0.0, 0.0, 0.0)
-    direction: np.ndarray = field(default_factory=lambda: np.eye(3))
-    inverted: bool = False
-    source: str = ""
-    metadata: dict = field(default_factory=dict)
-    warnings: list[str] = field(default_factory=list)
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        return self.pixels.shape
-
-    def display(self) -> np.ndarray:
-        """Pixel values mapped to [0, 1] display intensities, bone bright (the model's input)."""
-        low, high = self.window
-        shown = np.clip((self.pixels - low) / (high - low), 0.0, 1.0).astype(np.float32)
-        return 1.0 - shown if self.inverted else shown
-
-    def display_change_to_pixels(self, change: np.ndarray) -> np.ndarray:
-        """A change of display intensity (in [-1, 1]) as a change of pixel value."""
-        low, high = self.window
-        return (change * (high - low) * (-1.0 if self.inverted else 1.0)).astype(np.float32)
-
-
-def check_size(path: object, rows: int, cols: int) -> None:
-    if min(rows, cols) < MIN_SIDE:
-        raise ImageSizeError(path, f"image is {cols}x{rows} pixels; at least {MIN_SIDE} px per side is needed")
-    if max(rows, cols) > MAX_SIDE or rows * cols > MAX_PIXELS:
-        raise ImageSizeError(
-            path,
-            f"image is {cols}x{rows} pixels; the limit is {MAX_SIDE} px per side "
-            f"and {MAX_PIXELS // 1_000_000} megapixels",
-        )
-
-
-def grey(rgb: np.ndarray) -> np.ndarray:
-    """Grey values of colour pixels (ITU-R BT.601 luma; a fourth, alpha channel is ignored)."""
-    return rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114
-
-
-def _percentile_window(pixels: np.ndarray) -> tuple[float, float]:
-    low, high = np.percentile(pixels, [0.5, 99.5])
-    if high <= low:
-        low, high = float(pixels.min()), float(pixels.max())
-    return float(low), float(high)
-
-
-def validate(name: object, radiograph: Radiograph) -> Radiograph:
-    """Refuse what cannot be explained (size, non-finite or constant pixels); fix a missing window.
-
-    Every way into the engine ends here: files through :func:`read_radiograph`, Slicer volumes
-    through ``scene.radiograph_from_volume``.
-    """
-    pixels = radiograph.pixels
-    check_size(name, *pixels.shape)
-    if not np.isfinite(pixels).all():
-        raise CorruptPixelDataError(name, "pixel data contains NaN or infinite values")
-    if float(pixels.max()) == float(pixels.min()):
-        raise ConstantImageError(
-            name, f"every pixel has the value {float(pixels.min()):g}; there is no image to explain",
-        )
-    low, high = radiograph.window
-    if not high > low:
-        radiograph.window = _percentile_window(pixels)
-    return radiograph
-
-
-def _finish(path: object, radiograph: Radiograph) -> Radiograph:
-    radiograph.source = str(path)
-    return validate(path, radiograph)
-
-
 def has_dicom_preamble(head: bytes) -> bool:
     """Whether a file's first 132 bytes are a DICOM Part 10 preamble: 128 bytes, then ``DICM``."""
     return len(head) >= 132 and head[128:132] == b"DICM"
@@ -211,117 +92,6 @@ def is_dicom_file(path: Path) -> bool:
             return has_dicom_preamble(handle.read(132))
     except OSError:
         return False
-
-
-def _sniff(path: Path) -> str:
-    with open(path, "rb") as handle:
-        head = handle.read(132)
-    name = path.name.lower()
-    if has_dicom_preamble(head):
-        return "dicom"
-    if head.startswith(b"\x89PNG") or head.startswith(b"\xff\xd8"):
-        return "image"
-    if name.endswith(ITK_SUFFIXES) or head.startswith(b"NRRD") or head.startswith(b"ObjectType"):
-        return "itk"
-    if name.endswith(IMAGE_SUFFIXES):
-        return "image"
-    return "dicom"  # DICOM without the preamble (raw data set) is still tried
-
-
-def read_radiograph(path: str | Path) -> Radiograph:
-    """Read one file into a :class:`Radiograph`, or raise an :class:`InputError` naming the reason."""
-    path = Path(path)
-    if not path.is_file():
-        raise NotAnImageError(path, "no such file" if not path.exists() else "not a file")
-    if path.stat().st_size == 0:
-        raise NotAnImageError(path, "the file is empty")
-    kind = _sniff(path)
-    try:
-        if kind == "image":
-            return _finish(path, _read_image(path))
-        if kind == "itk":
-            return _finish(path, _read_itk(path))
-        return _finish(path, _read_dicom(path))
-    except InputError:
-        raise
-    except MemoryError:
-        raise ImageSizeError(path, "the image does not fit in memory") from None
-    except Exception as error:  # the reader's contract: our own error type, whatever the bytes are
-        raise CorruptPixelDataError(path, f"the file is corrupt or malformed ({type(error).__name__})") from None
-
-
-def _read_image(path: Path) -> Radiograph:
-    from PIL import Image, UnidentifiedImageError
-
-    notes: list[str] = []
-    try:
-        with Image.open(path) as img:
-            check_size(path, img.height, img.width)
-            if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-                pixels = np.asarray(img, dtype=np.float32)
-                deep = True
-            else:
-                if img.mode not in ("L", "P", "1"):
-                    notes.append(f"{img.mode} image converted to grey")
-                pixels = np.asarray(img.convert("L"), dtype=np.float32)
-                deep = False
-    except UnidentifiedImageError:
-        raise NotAnImageError(path, NOT_READABLE) from None
-    except (OSError, SyntaxError, ValueError) as error:
-        raise CorruptPixelDataError(path, f"the image data is truncated or corrupt ({error})") from None
-    window = _percentile_window(pixels) if deep else (0.0, 255.0)
-    return Radiograph(
-        pixels,
-        window,
-        metadata={"format": path.suffix.lower().lstrip("."), "spacing": "not stored in the file; 1 mm assumed"},
-        warnings=notes,
-    )
-
-
-def _read_itk(path: Path) -> Radiograph:
-    import SimpleITK as sitk
-
-    try:
-        reader = sitk.ImageFileReader()
-        reader.SetFileName(str(path))
-        reader.ReadImageInformation()
-        size = reader.GetSize()
-        check_size(path, size[1], size[0])
-        image = reader.Execute()
-    except RuntimeError as error:
-        message = str(error).strip().splitlines()[-1] if str(error).strip() else "unreadable"
-        raise NotAnImageError(path, f"SimpleITK cannot read it ({message})") from None
-    notes: list[str] = []
-    array = sitk.GetArrayFromImage(image).astype(np.float32)
-    if image.GetNumberOfComponentsPerPixel() in (3, 4):
-        array = grey(array)
-        notes.append("colour image converted to grey")
-    if array.ndim == 3:
-        if array.shape[0] > 1:
-            notes.append(f"volume with {array.shape[0]} slices: the first slice is used")
-        array = array[0]
-    if array.ndim != 2:
-        raise UnsupportedImageError(path, f"a {array.ndim}D image is not a radiograph")
-    dim = image.GetDimension()
-    spacing = image.GetSpacing()
-    origin = tuple(image.GetOrigin()) + (0.0,) * (3 - dim)
-    direction = np.eye(3)
-    direction[:dim, :dim] = np.array(image.GetDirection()).reshape(dim, dim)
-    window = (0.0, 0.0)
-    if image.HasMetaDataKey(WINDOW_KEY):
-        low, high = (float(v) for v in image.GetMetaData(WINDOW_KEY).split())
-        window = (low, high)
-    elif array.min() >= 0 and array.max() <= 255 and np.issubdtype(sitk.GetArrayViewFromImage(image).dtype, np.uint8):
-        window = (0.0, 255.0)
-    return Radiograph(
-        array,
-        window,
-        (float(spacing[0]), float(spacing[1])),
-        origin[:3],
-        direction,
-        metadata={"format": "itk"},
-        warnings=notes,
-    )
 
 
 def _starts_like_a_data_set(head: bytes) -> bool:
@@ -496,7 +266,7 @@ def _decode_first_frame(path: Path, ds, photometric: str, frames: int) -> np.nda
     return array
 
 
-def _read_dicom(path: Path) -> Radiograph:
+def read_dicom(path: Path) -> Radiograph:
     """The first frame of a DICOM image, refused early (before decoding) for what the header rules out."""
     with _pydicom_warnings() as caught:
         ds = _open_dataset(path)
@@ -615,7 +385,7 @@ def _default_window(ds, pixels: np.ndarray) -> tuple[np.ndarray, tuple[float, fl
     bits = int(ds.get("BitsStored", 8))
     if bits <= 8 and pixels.min() >= 0 and pixels.max() <= 255:
         return pixels, (0.0, 255.0), "8-bit data as stored"
-    return pixels, _percentile_window(pixels), "0.5-99.5 percentile window"
+    return pixels, percentile_window(pixels), "0.5-99.5 percentile window"
 
 
 def _representable_range(ds) -> tuple[float, float]:

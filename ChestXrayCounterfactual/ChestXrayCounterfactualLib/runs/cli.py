@@ -13,11 +13,13 @@ import json
 import sys
 import time
 import traceback
+from dataclasses import fields
 from pathlib import Path
 
-from . import methods
-from .batch import ExplainOptions, describe_error, explain_files
-from .errors import ExplainerError
+from .. import methods
+from ..errors import ExplainerError
+from ..options import DEFAULT_FRAMES, ExplainOptions
+from .files import describe_error, explain_files
 
 
 def _add_choice(parser: argparse.ArgumentParser, flag: str, what: str, choices: dict[str, str], default: str) -> None:
@@ -27,10 +29,10 @@ def _add_choice(parser: argparse.ArgumentParser, flag: str, what: str, choices: 
     )
 
 
-def _explain_options() -> argparse.ArgumentParser:
-    """The options ``explain`` and ``batch`` share (a parent parser), read back by :func:`_options`."""
-    parent = argparse.ArgumentParser(add_help=False)
-    parent.add_argument("--out", required=True, type=Path, help="output folder; one subfolder per input")
+def add_options(parent: argparse.ArgumentParser) -> None:
+    """One flag per field of :class:`ExplainOptions` (``--finding``, ``--method``, ... ``--dicom``), read back by
+    :func:`options_from`; the command line's ``explain`` and ``batch`` and Slicer's headless script offer these.
+    """
     parent.add_argument("--finding", help="finding to explain (default: the most probable above its threshold)")
     counterfactual = methods.COUNTERFACTUAL_METHODS
     _add_choice(parent, "--method", "counterfactual method", counterfactual, methods.DEFAULT_COUNTERFACTUAL)
@@ -41,7 +43,7 @@ def _explain_options() -> argparse.ArgumentParser:
         help="remove or add the finding (default: remove if present, add if absent)",
     )
     _add_choice(parent, "--strength", "how far the counterfactual goes", methods.STRENGTHS, methods.DEFAULT_STRENGTH)
-    parent.add_argument("--frames", type=int, default=8, help="frames of the animation")
+    parent.add_argument("--frames", type=int, default=DEFAULT_FRAMES, help="frames of the animation")
     parent.add_argument("--overwrite", action="store_true", help="redo inputs whose output folder exists")
     parent.add_argument("--anonymize", action="store_true", help="keep no DICOM UIDs or input folder in the outputs")
     parent.add_argument(
@@ -50,21 +52,19 @@ def _explain_options() -> argparse.ArgumentParser:
         help="also write DICOM: the counterfactual, difference, saliency and a structured report as new series "
         "of the input's study (dicom/ in each output folder)",
     )
+
+
+def options_from(args: argparse.Namespace) -> ExplainOptions:
+    """The options :func:`add_options` parsed; raises ``ValueError`` for a combination that cannot work."""
+    return ExplainOptions(**{option.name: getattr(args, option.name) for option in fields(ExplainOptions)})
+
+
+def _explain_options() -> argparse.ArgumentParser:
+    """The options ``explain`` and ``batch`` share (a parent parser): ``--out`` and :func:`add_options`."""
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument("--out", required=True, type=Path, help="output folder; one subfolder per input")
+    add_options(parent)
     return parent
-
-
-def _options(args: argparse.Namespace) -> ExplainOptions:
-    return ExplainOptions(
-        args.finding,
-        args.method,
-        args.saliency,
-        args.direction,
-        args.frames,
-        args.overwrite,
-        args.anonymize,
-        args.dicom,
-        args.strength,
-    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -123,11 +123,11 @@ def main(argv: list[str] | None = None) -> int:
         return _batch(args)
     if args.command == "explain":
         try:
-            _options(args).check()  # before any model is loaded
+            options = options_from(args)  # checked before any model is loaded
         except ValueError as error:
             parser.error(str(error))
-    from .engine import Explainer
-    from .modelset import export_torchscript, load_model_set
+    from ..explain.pipeline import Explainer
+    from ..modelset import export_torchscript, load_model_set
 
     def fail(path: Path, error: BaseException) -> None:
         if args.debug:
@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "predict":
             return _predict(args, explainer, fail)
         results = explain_files(
-            _progress(args.files, len(args.files) > 1), args.out, explainer, _options(args), _report, on_error=fail,
+            _progress(args.files, len(args.files) > 1), args.out, explainer, options, _report, on_error=fail,
         )
     except KeyboardInterrupt:
         _say("interrupted: finished outputs are complete; rerun to do the rest")
@@ -165,7 +165,7 @@ def _report(result) -> None:
 
 
 def _predict(args: argparse.Namespace, explainer, fail) -> int:
-    from .reader import read_radiograph
+    from ..inputs.reader import read_radiograph
 
     failures = 0
     results = []
@@ -218,7 +218,7 @@ def _batch(args: argparse.Namespace) -> int:
         progress = run_archive(
             args.input,
             args.out,
-            _options(args),
+            options_from(args),
             ray_address=args.ray,
             workers=args.workers,
             batch_size=args.batch_size,

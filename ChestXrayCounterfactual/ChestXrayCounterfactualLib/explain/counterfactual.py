@@ -27,8 +27,8 @@ from typing import TypeVar
 
 import torch
 
-from .errors import ExplainerError
-from .modelset import ModelSet
+from ..errors import ExplainerError
+from ..modelset import ModelSet
 
 #: Logit margin past the threshold a counterfactual aims for, so it does not sit on the boundary.
 MARGIN = 0.2

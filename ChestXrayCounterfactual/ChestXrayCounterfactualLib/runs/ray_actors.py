@@ -1,7 +1,7 @@
 """Running an archive's explanations on Ray actors (Ray is an optional extra: ``pip install ...[archive]``).
 
 Each actor is one worker process that loads the model set once and then explains the batches of inputs the
-driver sends it, writing every output folder itself (atomically, see :func:`batch.explain_work`) and returning
+driver sends it, writing every output folder itself (atomically, see :func:`.files.explain_work`) and returning
 only the results. The driver keeps every decision: which batch goes where, and what to do when a worker
 process dies. Ray is told never to restart an actor or retry a task (``max_restarts=0``,
 ``max_task_retries=0``): a lost actor is killed for certain, replaced by a new one, and its unfinished inputs
@@ -17,7 +17,9 @@ from collections.abc import Callable, Generator, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from .batch import ExplainOptions, FileResult, explain_work
+from ..errors import ArchiveError, ExplainerError
+from ..options import ExplainOptions
+from .files import FileResult, explain_work
 
 #: How many worker processes may die with an input in their batch before it is reported as failed.
 DEATHS_BEFORE_FAILING = 3
@@ -30,9 +32,8 @@ class ArchiveWorker:
     """One Ray actor: the model set loaded once, then batch after batch of inputs explained."""
 
     def __init__(self, models: str | Path | None, options: ExplainOptions) -> None:
-        from .engine import Explainer
-        from .errors import ExplainerError
-        from .modelset import load_model_set
+        from ..explain.pipeline import Explainer
+        from ..modelset import load_model_set
 
         self.options = options
         self.problem: str | None = None
@@ -155,8 +156,6 @@ class _Pool:
 
     def _started(self, reference: Any) -> None:
         """Put a new actor to work, replace it if its process died, or stop the run if it cannot ever work."""
-        from .archive import ArchiveError
-
         actor = self.starting.pop(reference)
         try:
             problem = self.ray.get(reference)

@@ -78,8 +78,8 @@ from pydicom.uid import (
 )
 from pydicom.valuerep import format_number_as_ds
 
-from .engine import Explanation
-from .reader import Radiograph
+from ..explain.explanation import Explanation
+from ..inputs.radiograph import Radiograph
 
 CR = str(ComputedRadiographyImageStorage)
 DX_CLASSES = (str(DigitalXRayImageStorageForPresentation), str(DigitalXRayImageStorageForProcessing))
