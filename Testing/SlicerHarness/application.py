@@ -676,9 +676,10 @@ class Harness:
 
     def close(self) -> None:
         """Quit the application: every panel's ``cleanup`` (as Slicer calls it on exit), then the panels, their
-        widgets and the application's windows are deleted here, at a known point, not whenever Python's cycle collector happens to
-        free them (a panel and its Python Widget refer to each other): a Qt widget tree freed from inside
-        unrelated later code, with scene observers still pointing at it, is how a test run crashes.
+        widgets and the application's windows are deleted here, at a known point, not whenever Python's cycle
+        collector happens to free them (a panel and its Python Widget refer to each other): a Qt widget tree
+        freed from inside unrelated later code, with scene observers still pointing at it, is how a test run
+        crashes.
         """
         for panel in reversed(self.panels):
             widget = panel.__dict__.pop("_python", None)
