@@ -337,7 +337,7 @@ class ChestXrayCounterfactualWidget(ScriptedLoadableModuleWidget, VTKObservation
     def onPlay(self, playing: bool) -> None:
         p = self._parameterNode
         if p and p.sequenceBrowser:
-            with slicer.util.tryWithErrorDisplay(_("Could not play the latent shift.")):
+            with slicer.util.tryWithErrorDisplay(_("Could not play the animation.")):
                 self.logic.play(p.sequenceBrowser, playing, p.inputVolume)
 
     def onExportDicom(self) -> None:
