@@ -50,7 +50,34 @@ def _explain_options() -> argparse.ArgumentParser:
         help="also write DICOM: the counterfactual, difference, saliency and a structured report as new series "
         "of the input's study (dicom/ in each output folder)",
     )
+    _add_delivery_options(parent)
     return parent
+
+
+def _add_delivery_options(parser: argparse.ArgumentParser) -> None:
+    """``--send`` and ``--stow``: where the DICOM objects go once written (each implies ``--dicom``)."""
+    parser.add_argument(
+        "--send",
+        action="append",
+        default=[],
+        metavar="AET@HOST:PORT",
+        help="send the DICOM outputs to this DICOM node by C-STORE (implies --dicom; repeatable)",
+    )
+    parser.add_argument(
+        "--stow",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="store the DICOM outputs at this DICOMweb service by STOW-RS, e.g. http://pacs:8042/dicom-web "
+        "(implies --dicom; repeatable)",
+    )
+
+
+def _targets(args: argparse.Namespace) -> list:
+    """The checked ``--send``/``--stow`` destinations (:class:`pacs.SendError` for a malformed one)."""
+    from .pacs import destinations
+
+    return destinations(args.send, args.stow)
 
 
 def _options(args: argparse.Namespace) -> ExplainOptions:
@@ -62,7 +89,7 @@ def _options(args: argparse.Namespace) -> ExplainOptions:
         args.frames,
         args.overwrite,
         args.anonymize,
-        args.dicom,
+        args.dicom or bool(args.send or args.stow),
         args.strength,
     )
 
@@ -124,7 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "explain":
         try:
             _options(args).check()  # before any model is loaded
-        except ValueError as error:
+            _targets(args)
+        except (ValueError, ExplainerError) as error:
             parser.error(str(error))
     from .engine import Explainer
     from .modelset import export_torchscript, load_model_set
@@ -152,7 +180,23 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         _say("interrupted: finished outputs are complete; rerun to do the rest")
         return 130
-    return 1 if any(r.status == "failed" for r in results) else 0
+    undelivered = _deliver_results(results, _targets(args))
+    return 1 if undelivered or any(r.status == "failed" for r in results) else 0
+
+
+def _deliver_results(results, targets) -> int:
+    """Send each explained (or earlier explained) input's DICOM objects to ``targets``; returns the failures."""
+    from .archive_delivery import deliver_folder
+
+    failures = 0
+    for result in results:
+        if not targets or result.status == "failed" or result.folder is None:
+            continue
+        sent = deliver_folder(result.folder, targets)
+        if sent != "yes":
+            failures += 1
+            _say(f"error: {result.input}: {sent}")
+    return failures
 
 
 def _report(result) -> None:
@@ -213,8 +257,10 @@ class _ArchiveReport:
 
 def _batch(args: argparse.Namespace) -> int:
     from .archive import run_archive
+    from .archive_delivery import deliver_archive
 
     try:
+        targets = _targets(args)
         progress = run_archive(
             args.input,
             args.out,
@@ -233,5 +279,6 @@ def _batch(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         _say("interrupted: finished outputs and their index rows are complete; rerun to do the rest")
         return 130
+    undelivered = deliver_archive(args.out, targets, _say) if targets else 0
     print(args.out / "index.csv")
-    return 1 if progress.failed else 0
+    return 1 if progress.failed or undelivered else 0
