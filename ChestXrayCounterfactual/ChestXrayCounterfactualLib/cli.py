@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 import time
 import traceback
 from pathlib import Path
@@ -116,7 +117,10 @@ def _parser() -> argparse.ArgumentParser:
         parents=[shared],
         help="explain an archive into --out, with OUT/index.csv; a rerun does only what is missing or failed",
     )
-    batch.add_argument("input", type=Path, help="a folder (searched recursively) or a CSV manifest with a path column")
+    batch.add_argument(
+        "input", type=Path, nargs="?", help="a folder (searched recursively) or a CSV manifest with a path column",
+    )
+    _add_pull_options(batch)
     batch.add_argument(
         "--ray",
         metavar="auto|ADDRESS|local:N",
@@ -126,6 +130,39 @@ def _parser() -> argparse.ArgumentParser:
     batch.add_argument("--workers", type=int, help="Ray actors (default: one per GPU, else per CPU of the cluster)")
     batch.add_argument("--batch-size", type=int, default=8, help="inputs sent to a Ray actor at a time (default 8)")
     return parser
+
+
+def _add_pull_options(batch: argparse.ArgumentParser) -> None:
+    """``batch --pull URL``: the inputs come from a DICOMweb service instead of a folder (see :mod:`.pacs_pull`)."""
+    batch.add_argument(
+        "--pull",
+        metavar="URL",
+        help="explain radiographs pulled from this DICOMweb service (QIDO-RS/WADO-RS) instead of INPUT; "
+        "send the results back with --stow URL or --send",
+    )
+    batch.add_argument("--study", action="append", default=[], metavar="UID", help="a study to pull (repeatable)")
+    batch.add_argument(
+        "--query",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="pull the studies this QIDO-RS filter matches, e.g. ModalitiesInStudy=CR (repeatable)",
+    )
+
+
+def _pulled(args: argparse.Namespace, folder: Path) -> Path:
+    """The batch's input: INPUT, or (with --pull) ``folder`` filled from the DICOMweb service."""
+    from .pacs_pull import parse_query, pull
+
+    if (args.input is None) == (args.pull is None):
+        raise ValueError("give either INPUT (a folder or CSV) or --pull URL")
+    if args.pull is None:
+        return args.input
+    if not (args.study or args.query):
+        raise ValueError("--pull needs --study UID or --query KEY=VALUE (which studies to pull)")
+    count = pull(args.pull, folder, args.study, parse_query(args.query))
+    _say(f"pulled {count} radiographs from {args.pull}")
+    return folder
 
 
 def _progress(items: list, enabled: bool):
@@ -261,16 +298,17 @@ def _batch(args: argparse.Namespace) -> int:
 
     try:
         targets = _targets(args)
-        progress = run_archive(
-            args.input,
-            args.out,
-            _options(args),
-            ray_address=args.ray,
-            workers=args.workers,
-            batch_size=args.batch_size,
-            models=args.models,
-            progress=_ArchiveReport(),
-        )
+        with tempfile.TemporaryDirectory(prefix="cxrcf-pulled-") as pulled:
+            progress = run_archive(
+                _pulled(args, Path(pulled)),
+                args.out,
+                _options(args),
+                ray_address=args.ray,
+                workers=args.workers,
+                batch_size=args.batch_size,
+                models=args.models,
+                progress=_ArchiveReport(),
+            )
     except (ExplainerError, ValueError) as error:
         if args.debug:
             traceback.print_exc()

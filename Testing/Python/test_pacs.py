@@ -1,7 +1,7 @@
 """The DICOM outputs in and out of a real PACS (Orthanc on loopback, see :mod:`orthanc_server`): C-STORE and STOW-RS
 land every object in the input's study, read back intact over DICOM (C-GET) and DICOMweb (WADO-RS); a failed send is
 retried, reported in the index and delivered by a rerun, once; ``batch`` pulls a study from the PACS and sends its
-results back into it.
+results back into the same study, and a rerun finds it done.
 """
 
 from __future__ import annotations
@@ -54,6 +54,7 @@ def _c_get(server, study: str) -> list[Dataset]:
     from pydicom.uid import (
         Comprehensive3DSRStorage,
         ComputedRadiographyImageStorage,
+        DigitalXRayImageStorageForProcessing,
         ExplicitVRLittleEndian,
         SecondaryCaptureImageStorage,
     )
@@ -66,7 +67,12 @@ def _c_get(server, study: str) -> list[Dataset]:
         received.append(dataset)
         return 0x0000
 
-    classes = [ComputedRadiographyImageStorage, SecondaryCaptureImageStorage, Comprehensive3DSRStorage]
+    classes = [
+        ComputedRadiographyImageStorage,
+        DigitalXRayImageStorageForProcessing,
+        SecondaryCaptureImageStorage,
+        Comprehensive3DSRStorage,
+    ]
     ae = AE(ae_title=READER_AET)
     ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
     for sop_class in classes:
@@ -159,3 +165,36 @@ def test_batch_sends_its_results_and_a_rerun_delivers_what_failed(orthanc, tmp_p
     retrieved = _wado(orthanc, study)
     for row in rows:
         _assert_intact(sorted((out / row["folder"] / "dicom").glob("*.dcm")), retrieved)
+
+
+def _new_study(paths) -> str:
+    """Give the input files one new study (as if acquired together) and return its UID."""
+    study = pydicom.uid.generate_uid()
+    for path in paths:
+        ds = pydicom.dcmread(path)
+        ds.StudyInstanceUID = study
+        ds.save_as(path)
+    return study
+
+
+def test_batch_pulls_a_study_explains_it_and_sends_the_results_back_into_it(orthanc, tmp_path):
+    inputs = [make_input(kind, tmp_path / "inputs") for kind in ("cr-monochrome1-sparse", "dx-for-processing")]
+    study = _new_study(inputs)
+    assert deliver(tmp_path, inputs, [Destination("dicom", orthanc.node)]) == []
+    out = tmp_path / "out"
+    back = ["--stow", orthanc.dicomweb]
+    command = ["batch", "--pull", orthanc.dicomweb, "--study", study, "--out", str(out), *FAST, *back]
+    assert main(command) == 0
+    rows = _index(out)
+    expected = sorted(f"{study}/{ds.SeriesInstanceUID}/{ds.SOPInstanceUID}.dcm" for ds in map(pydicom.dcmread, inputs))
+    assert sorted(row["input"] for row in rows) == expected
+    assert [(row["status"], row["sent"]) for row in rows] == [("done", "yes"), ("done", "yes")]
+    results = [file for row in rows for file in sorted((out / row["folder"] / "dicom").glob("*.dcm"))]
+    retrieved = _c_get(orthanc, study)
+    _assert_intact(results, retrieved)
+    assert len(retrieved) == len(inputs) + len(results)
+    records = [(out / row["folder"] / "explanation.json").stat().st_mtime_ns for row in rows]
+    assert main(command) == 0, "a rerun pulls the inputs again (not the results) and finds them done"
+    assert [(row["status"], row["sent"]) for row in _index(out)] == [("done", "yes"), ("done", "yes")]
+    assert [(out / row["folder"] / "explanation.json").stat().st_mtime_ns for row in rows] == records
+    assert len(_c_get(orthanc, study)) == len(inputs) + len(results)
