@@ -198,3 +198,19 @@ def test_batch_pulls_a_study_explains_it_and_sends_the_results_back_into_it(orth
     assert [(row["status"], row["sent"]) for row in _index(out)] == [("done", "yes"), ("done", "yes")]
     assert [(out / row["folder"] / "explanation.json").stat().st_mtime_ns for row in rows] == records
     assert len(_c_get(orthanc, study)) == len(inputs) + len(results)
+
+
+def test_a_send_cut_off_midway_is_completed_by_a_rerun_without_duplicates(orthanc, explainer, tmp_path):
+    """The state a killed send leaves: some objects stored, none recorded as sent. A rerun stores all, once."""
+    path = make_input("secondary-capture", tmp_path / "inputs")
+    study = _new_study([path])
+    explanation = explainer.explain(read_radiograph(path), finding="Cardiomegaly", method="latent-shift")
+    files = write_dicom(tmp_path / "result" / "dicom", explanation).files
+    node = Destination("dicom", orthanc.node)
+    node.send([pydicom.dcmread(file) for file in files[:2]])
+    assert sent_record(tmp_path / "result") == {}
+    assert deliver(tmp_path / "result", files, [node]) == []
+    from dicomweb_client import DICOMwebClient
+
+    stored = [item["00080018"]["Value"][0] for item in DICOMwebClient(orthanc.dicomweb).search_for_instances(study)]
+    assert sorted(stored) == sorted(str(pydicom.dcmread(file).SOPInstanceUID) for file in files)
