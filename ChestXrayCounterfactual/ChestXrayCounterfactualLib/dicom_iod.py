@@ -42,6 +42,12 @@ SC = str(SecondaryCaptureImageStorage)
 DX_FROM_ACQUISITION = ("PatientOrientation", "ImageLaterality", "PixelIntensityRelationship",
                        "PixelIntensityRelationshipSign", "ImagerPixelSpacing")
 LOSSY_SYNTAXES = {str(uid) for uid in (JPEGBaseline8Bit, JPEGExtended12Bit, JPEGLSNearLossless, JPEG2000, HTJ2K)}
+#: Type 2 attributes of the Patient and General Study modules, in every IOD we write: the input may lack them, but
+#: all our objects have them (empty if unknown), so they agree with each other and with the report highdicom makes.
+PATIENT_AND_STUDY_TYPE2 = (
+    "PatientName", "PatientID", "PatientBirthDate", "PatientSex",
+    "StudyDate", "StudyTime", "ReferringPhysicianName", "StudyID", "AccessionNumber",
+)
 #: Type 2 attributes (absent means unknown, written empty) by the SOP classes whose IODs require them.
 TYPE2 = {
     CR: ("BodyPartExamined", "ViewPosition"),
@@ -91,7 +97,7 @@ def complete(instance: Dataset, header: Dataset | None) -> None:
     for keyword in ("PixelSpacing", "ImagerPixelSpacing"):
         if keyword in instance and any(float(v) == 0 for v in instance[keyword].value):
             del instance[keyword]
-    for keyword in TYPE2.get(sop_class, ()):
+    for keyword in (*PATIENT_AND_STUDY_TYPE2, *TYPE2.get(sop_class, ())):
         if keyword not in instance:
             instance.add(_empty(keyword))
     if sop_class == SC:

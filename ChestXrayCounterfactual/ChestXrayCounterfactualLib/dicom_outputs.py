@@ -26,10 +26,13 @@ Choices, and why:
 * **Difference** (counterfactual minus input, in the bone-bright units of ``difference.nrrd``):
   signed 16-bit MONOCHROME2 with a rescale slope, so stored value x slope is the difference and a
   viewer shows added density bright, as the counterfactual does; its window is symmetric around 0.
-* **Saliency is not a Parametric Map.** highdicom 0.28 cannot build one from a source without a
-  frame of reference (radiographs have none: it fails on its dimension index), and with one neither
-  GDCM of ITK 5.4 (SimpleITK) nor Slicer's GDCM reads a float Parametric Map (SimpleITK reads no
-  Parametric Map at all). It is an unsigned 16-bit derived image whose rescale slope 1/65535 makes
+* **Saliency is not a Parametric Map.** highdicom 0.28.2 cannot build one from a radiograph: it stops with
+  "Unexpected mismatch between dimension index values in per-frames functional groups sequence and items in the
+  dimension index sequence", because the source has no frame of reference. Given a made-up one (a new
+  FrameOfReferenceUID, identity ImageOrientationPatient, ImagePositionPatient all zero) it builds a float32 map
+  that dciodvfy accepts but for Laterality, so a valid one needs 3D patient geometry a projection radiograph
+  does not have, and we do not invent geometry. Nor do GDCM of ITK 5.4 (SimpleITK) or Slicer's GDCM read a float
+  Parametric Map. The saliency is an unsigned 16-bit derived image whose rescale slope 1/65535 makes
   the modality values the saliency (0..1), with a Real World Value Mapping (quantity DCM "Saliency")
   for viewers that use one; Slicer and OHIF show it as a plain image. It has no window: a LINEAR
   window spans whole units (PS3.3 C.11.2.1.2.1), and Slicer and OHIF window it from its 0..1 range.

@@ -63,9 +63,9 @@ def _verdict(output: str, error: str, warning: str) -> Verdict:
 
 
 def dciodvfy(path: Path) -> Verdict:
-    """dciodvfy's verdict on one object; warnings about DICOMDIR-only attributes (expected outside media) dropped."""
+    """dciodvfy's verdict on one object; warnings about what a DICOMDIR would need (expected outside media) dropped."""
     verdict = _verdict(_run(["dciodvfy", "-new", str(path)]), "Error", "Warning")
-    verdict.warnings = [line for line in verdict.warnings if "Directory" not in line]
+    verdict.warnings = [line for line in verdict.warnings if "DICOMDIR" not in line]
     return verdict
 
 
