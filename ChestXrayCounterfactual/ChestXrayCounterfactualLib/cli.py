@@ -157,6 +157,8 @@ def _pulled(args: argparse.Namespace, folder: Path) -> Path:
     if (args.input is None) == (args.pull is None):
         raise ValueError("give either INPUT (a folder or CSV) or --pull URL")
     if args.pull is None:
+        if args.study or args.query:
+            raise ValueError("--study and --query choose what --pull URL pulls; give --pull too")
         return args.input
     if not (args.study or args.query):
         raise ValueError("--pull needs --study UID or --query KEY=VALUE (which studies to pull)")

@@ -21,6 +21,7 @@ from __future__ import annotations
 from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
 from pydicom.tag import Tag
 from pydicom.uid import (
     ComputedRadiographyImageStorage,
@@ -71,9 +72,15 @@ def dx_gaps(header: Dataset) -> list[str]:
     needs every one of them, so with any missing it is written as a Secondary Capture instead.
     """
     missing = [keyword for keyword in DX_FROM_ACQUISITION if not _has_value(header, keyword)]
-    if "ImagerPixelSpacing" not in missing and any(float(v) == 0 for v in header.ImagerPixelSpacing):
+    if "ImagerPixelSpacing" not in missing and _has_zero(header, "ImagerPixelSpacing"):
         missing.append("ImagerPixelSpacing")
     return missing
+
+
+def _has_zero(dataset: Dataset, keyword: str) -> bool:
+    """Whether the (numeric, one or more valued) attribute holds a zero: a spacing no reader can use."""
+    value = dataset[keyword].value
+    return any(float(v) == 0 for v in (value if isinstance(value, list | tuple | MultiValue) else [value]))
 
 
 def lossy(header: Dataset | None) -> bool:
@@ -95,7 +102,7 @@ def complete(instance: Dataset, header: Dataset | None) -> None:
     """
     sop_class = str(instance.SOPClassUID)
     for keyword in ("PixelSpacing", "ImagerPixelSpacing"):
-        if keyword in instance and any(float(v) == 0 for v in instance[keyword].value):
+        if keyword in instance and _has_zero(instance, keyword):
             del instance[keyword]
     for keyword in (*PATIENT_AND_STUDY_TYPE2, *TYPE2.get(sop_class, ())):
         if keyword not in instance:

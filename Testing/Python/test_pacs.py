@@ -214,3 +214,16 @@ def test_a_send_cut_off_midway_is_completed_by_a_rerun_without_duplicates(orthan
 
     stored = [item["00080018"]["Value"][0] for item in DICOMwebClient(orthanc.dicomweb).search_for_instances(study)]
     assert sorted(stored) == sorted(str(pydicom.dcmread(file).SOPInstanceUID) for file in files)
+
+
+def test_malformed_destinations_and_pull_options_stop_the_run_before_any_work(tmp_path, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        main(["explain", str(SAMPLE), "--out", str(tmp_path / "a"), "--send", "PACS:104"])
+    assert stopped.value.code == 2 and "expected AET@HOST:PORT" in capsys.readouterr().err
+    assert main(["batch", str(tmp_path), "--out", str(tmp_path / "b"), "--stow", "pacs:8042/dicom-web"]) == 2
+    assert "not a DICOMweb URL" in capsys.readouterr().err
+    assert main(["batch", str(tmp_path), "--study", "1.2.3", "--out", str(tmp_path / "c")]) == 2
+    assert "give --pull too" in capsys.readouterr().err
+    assert main(["batch", "--pull", "http://127.0.0.1:9/dicom-web", "--out", str(tmp_path / "d")]) == 2
+    assert "needs --study UID or --query" in capsys.readouterr().err
+    assert not any((tmp_path / name).exists() for name in "abcd")
