@@ -227,3 +227,18 @@ def test_malformed_destinations_and_pull_options_stop_the_run_before_any_work(tm
     assert main(["batch", "--pull", "http://127.0.0.1:9/dicom-web", "--out", str(tmp_path / "d")]) == 2
     assert "needs --study UID or --query" in capsys.readouterr().err
     assert not any((tmp_path / name).exists() for name in "abcd")
+
+
+def test_explain_send_delivers_its_objects_and_a_rerun_does_not_resend(orthanc, tmp_path):
+    path = make_input("cr-without-type2", tmp_path / "inputs")
+    _new_study([path])
+    out = tmp_path / "out"
+    command = ["explain", str(path), "--out", str(out), *FAST, "--send", orthanc.node]
+    assert main(command) == 0
+    folder = out / path.stem
+    record = sent_record(folder)
+    files = sorted((folder / "dicom").glob("*.dcm"))
+    assert sorted(record[orthanc.node]) == sorted(str(pydicom.dcmread(file).SOPInstanceUID) for file in files)
+    sent = (folder / "sent.json").stat().st_mtime_ns
+    assert main(command) == 0
+    assert (folder / "sent.json").stat().st_mtime_ns == sent, "acknowledged objects are not sent again"
