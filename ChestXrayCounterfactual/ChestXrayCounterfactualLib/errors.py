@@ -74,3 +74,7 @@ class CancelledError(ExplainerError):
 
 class ArchiveError(ExplainerError):
     """An archive run that cannot start or go on: no such input list, no Ray, workers without models."""
+
+
+class SendError(ExplainerError):
+    """A PACS destination or source that cannot be parsed, reached, or that refused an object."""

@@ -12,6 +12,7 @@ import pydicom
 import pytest
 import SimpleITK as sitk
 from pydicom.pixels import apply_modality_lut
+from pydicom.sr.codedict import codes as sr_codes
 
 from ChestXrayCounterfactualLib import read_radiograph
 from ChestXrayCounterfactualLib.options import ExplainOptions
@@ -109,7 +110,9 @@ def test_derived_images_join_the_input_study_on_its_grid_and_reference_it(case):
         assert ds.SOPClassUID == source.SOPClassUID
         assert (ds.Rows, ds.Columns) == (source.Rows, source.Columns)
         for keyword in ("PixelSpacing", "ImagerPixelSpacing"):
-            assert ds.get(keyword) == source.get(keyword), keyword
+            spacing = source.get(keyword)
+            usable = spacing if spacing and all(float(v) for v in spacing) else None  # 0\0 is invalid: not copied
+            assert ds.get(keyword) == usable, keyword
         assert list(ds.ImageType[:2]) == ["DERIVED", "SECONDARY"] and ds.DerivationDescription
         assert ds.SourceImageSequence[0].ReferencedSOPInstanceUID == source.SOPInstanceUID
         series.add(ds.SeriesInstanceUID)
@@ -155,6 +158,27 @@ def test_report_holds_every_finding_its_probabilities_and_the_verdict(case, mode
         for item in series.ReferencedSOPSequence
     }
     assert source.SOPInstanceUID in referenced and report.StudyInstanceUID == source.StudyInstanceUID
+
+
+def test_report_is_comprehensive_3d_sr_that_slicer_and_highdicom_read_as_tid1500(case):
+    """Slicer v5.12.3's DICOMTID1500Plugin (Modules/Scripted/DICOMPlugins) takes an SR as TID 1500 when its modality
+    is SR, its class Enhanced, Comprehensive or Comprehensive 3D SR and its first template identifier 1500; it then
+    reads it with highdicom's class for that SOP class and asks for planar ROI groups (none: it goes to dcmqi's
+    tid1500reader). highdicom reads every measurement group back.
+    """
+    import highdicom as hd
+
+    _path, explanation, written = case
+    report = pydicom.dcmread(_by_name(written)["report.dcm"])
+    assert report.SOPClassUID == pydicom.uid.Comprehensive3DSRStorage and report.Modality == "SR"
+    assert report.ContentTemplateSequence[0].TemplateIdentifier == "1500"
+    sr = hd.sr.Comprehensive3DSR.from_dataset(report, copy=True)
+    assert sr.content.get_planar_roi_measurement_groups() == []
+    groups = sr.content.get_image_measurement_groups()
+    assert len(groups) == len(explanation.probabilities) + len(explanation.counterfactual_probabilities)
+    probabilities = [group.get_measurements(name=sr_codes.DCM.Probability)[0].value for group in groups]
+    expected = [*explanation.probabilities.values(), *explanation.counterfactual_probabilities.values()]
+    np.testing.assert_allclose(probabilities, expected, rtol=0, atol=1e-9)
 
 
 def test_slicer_loads_the_counterfactual_on_the_input_grid(case, tmp_path):

@@ -26,19 +26,28 @@ Choices, and why:
 * **Difference** (counterfactual minus input, in the bone-bright units of ``difference.nrrd``):
   signed 16-bit MONOCHROME2 with a rescale slope, so stored value x slope is the difference and a
   viewer shows added density bright, as the counterfactual does; its window is symmetric around 0.
-* **Saliency is not a Parametric Map.** highdicom 0.28 cannot build one from a source without a
-  frame of reference (radiographs have none: it fails on its dimension index), and with one neither
-  GDCM of ITK 5.4 (SimpleITK) nor Slicer's GDCM reads a float Parametric Map (SimpleITK reads no
-  Parametric Map at all). It is an unsigned 16-bit derived image whose rescale slope 1/65535 makes
+* **Saliency is not a Parametric Map.** highdicom 0.28.2 cannot build one from a radiograph: it stops with
+  "Unexpected mismatch between dimension index values in per-frames functional groups sequence and items in the
+  dimension index sequence", because the source has no frame of reference. Given a made-up one (a new
+  FrameOfReferenceUID, identity ImageOrientationPatient, ImagePositionPatient all zero) it builds a float32 map
+  that dciodvfy accepts but for Laterality, so a valid one needs 3D patient geometry a projection radiograph
+  does not have, and we do not invent geometry. Nor do GDCM of ITK 5.4 (SimpleITK) or Slicer's GDCM read a float
+  Parametric Map. The saliency is an unsigned 16-bit derived image whose rescale slope 1/65535 makes
   the modality values the saliency (0..1), with a Real World Value Mapping (quantity DCM "Saliency")
   for viewers that use one; Slicer and OHIF show it as a plain image. It has no window: a LINEAR
   window spans whole units (PS3.3 C.11.2.1.2.1), and Slicer and OHIF window it from its 0..1 range.
-* **Report**: a TID 1500 Measurement Report in a Comprehensive SR (highdicom). Per finding, one
-  measurement group on the input image (probability, decision threshold, present/absent) and one on
-  the counterfactual image (the same after the change); the explained finding's counterfactual group
-  also says whether the decision flipped. Method, saliency method, direction, model set name and the
-  sha256 of every model file are the algorithm identification's parameters. Concepts have DCM or
-  SNOMED codes where DICOM lists one; the rest use the private scheme 99CXRCF, declared in the report.
+* **Report**: a TID 1500 Measurement Report in a Comprehensive 3D SR (highdicom), the SOP class IHE AI Results
+  (AIR) names for AI results; Slicer's TID 1500 plugin and highdicom read it. Per finding, one measurement group
+  on the input image and one on the counterfactual image (TID 1501 with TID 300 rows: probability and decision
+  threshold). The report's Qualitative Evaluations (TID 1500 rows 12-13) give each finding's decision on the
+  input (present/absent) and whether the counterfactual flipped the explained finding. The procedure reported is
+  (363679005, SCT, "Imaging procedure"), a member of CID 100 in every version PixelMed's validator and pydicom
+  know. Method, saliency method, direction, model set name and the sha256 of every model file are the algorithm
+  identification's parameters. Concepts have DCM or SNOMED codes where DICOM lists one; the rest use the private
+  scheme 99CXRCF, declared in the report. PixelMed's DicomSRValidator finds no errors in it.
+* **Every object valid on its own** (:mod:`.dicom_iod`): attributes the output's IOD requires and the input lacked
+  are added (empty where Type 2), values the IOD forbids are not written, and a DX input without the acquisition
+  attributes DX requires gives a Secondary Capture counterfactual; dciodvfy finds no errors in any output.
 * **One series per object**: the report's modality differs from the images', and Slicer's DICOM
   loader would stack same-sized images of one series into a single volume.
 * **anonymize** means what it means for ``explanation.json`` (no DICOM UIDs of the input): the
@@ -80,6 +89,7 @@ from pydicom.valuerep import format_number_as_ds
 
 from ..explain.explanation import Explanation
 from ..inputs.radiograph import Radiograph
+from . import dicom_iod
 
 CR = str(ComputedRadiographyImageStorage)
 DX_CLASSES = (str(DigitalXRayImageStorageForPresentation), str(DigitalXRayImageStorageForProcessing))
@@ -341,9 +351,14 @@ def _context(explanation: Explanation, model_set: dict, anonymize: bool) -> _Con
 
 
 def _sop_class(context: _Context, keeps_encoding: bool) -> str:
-    """The input's class where its IOD allows the encoding (DX: only the input's own), else Secondary Capture."""
-    input_class = str(context.header.get("SOPClassUID", SC)) if context.header is not None else SC
-    if input_class in (CR, SC) or (input_class in DX_CLASSES and keeps_encoding):
+    """The input's class where its IOD allows the encoding (DX: only the input's own, and only when the input has
+    the acquisition attributes DX requires, see :func:`dicom_iod.dx_gaps`), else Secondary Capture.
+    """
+    header = context.header
+    input_class = str(header.get("SOPClassUID", SC)) if header is not None else SC
+    if input_class in (CR, SC):
+        return input_class
+    if input_class in DX_CLASSES and keeps_encoding and header is not None and not dicom_iod.dx_gaps(header):
         return input_class
     return SC
 
@@ -448,8 +463,9 @@ def _instance(context: _Context, name: str, sop_class: str) -> hd.SOPClass:
         transfer_syntax_uid=ExplicitVRLittleEndian,
         series_description=_series_description(context.explanation, name),
         manufacturer_model_name=str(context.model_set["name"])[:64],
-        specific_character_set=header.get("SpecificCharacterSet") if context.linked and header is not None else None,
     )
+    if context.linked and header is not None and "SpecificCharacterSet" in header:
+        instance.SpecificCharacterSet = header.SpecificCharacterSet  # the copied patient and study text's
     _apply_study(instance, context)
     return instance
 
@@ -575,9 +591,14 @@ def _image(context: _Context, plan: _ImagePlan) -> hd.SOPClass:
     _set_derivation(instance, plan)
     if plan.kind == "SALIENCY":
         _saliency_mapping(instance, plan)
+    dicom_iod.complete(instance, context.header)
     header_class = str(context.header.get("SOPClassUID", "")) if context.header is not None else ""
     if header_class and plan.sop_class != header_class:
-        context.notes.append(f"{plan.name} is a Secondary Capture: the input's SOP class cannot hold its pixels")
+        gaps = dicom_iod.dx_gaps(context.header) if header_class in DX_CLASSES and context.header is not None else []
+        reason = "the input's SOP class cannot hold its pixels"
+        if gaps:
+            reason = f"the input lacks DX attributes ({', '.join(gaps)})"
+        context.notes.append(f"{plan.name} is a Secondary Capture: {reason}")
     return instance
 
 
@@ -611,52 +632,72 @@ def _finding_group(
     where: str,
     sources: list[Dataset],
     algorithm: hd.sr.AlgorithmIdentification,
-    extra: list[hd.sr.QualitativeEvaluation],
 ) -> hd.sr.MeasurementsAndQualitativeEvaluations:
-    """TID 1501 group: a finding's probability on one image, its threshold, the decision it gives, and
-    ``extra`` qualitative evaluations.
-    """
-    concept = _finding_code(finding)
+    """TID 1501 group: a finding's probability on one image and its decision threshold (TID 300 rows)."""
     measurements = [hd.sr.Measurement(name=codes.DCM.Probability, value=probability, unit=codes.UCUM.NoUnits)]
-    evaluations = list(extra)
     if threshold is not None:
         measurements.append(hd.sr.Measurement(name=codes.DCM.ThresholdValue, value=threshold, unit=codes.UCUM.NoUnits))
-        decision = codes.SCT.Present if probability >= threshold else codes.SCT.Absent
-        evaluations.insert(0, hd.sr.QualitativeEvaluation(name=concept, value=decision))
     return hd.sr.MeasurementsAndQualitativeEvaluations(
         tracking_identifier=hd.sr.TrackingIdentifier(identifier=f"{finding} on the {where}"[:64]),
-        finding_type=concept,
+        finding_type=_finding_code(finding),
         algorithm_id=algorithm,
         measurements=measurements,
-        qualitative_evaluations=evaluations or None,
         source_images=[hd.sr.SourceImageForMeasurementGroup(s.SOPClassUID, s.SOPInstanceUID) for s in sources] or None,
     )
 
 
-def _flipped_evaluation(flipped: bool) -> hd.sr.QualitativeEvaluation:
-    concept = _code("FLIPPED", PRIVATE_SCHEME, "Decision flipped by the counterfactual")
-    return hd.sr.QualitativeEvaluation(name=concept, value=codes.SCT.Yes if flipped else codes.SCT.No)
+def _thresholds(context: _Context) -> dict[str, float]:
+    explanation = context.explanation
+    return {**context.model_set.get("thresholds", {}), explanation.finding: explanation.threshold}
 
 
 def _groups(context: _Context, counterfactual: Dataset) -> list[hd.sr.MeasurementsAndQualitativeEvaluations]:
-    """One group per finding on the input, one per finding on the counterfactual; the explained one says
-    whether its decision flipped.
-    """
+    """One group per finding on the input, one per finding on the counterfactual."""
     explanation = context.explanation
     algorithm = _algorithm(explanation, context.model_set)
-    thresholds = {**context.model_set.get("thresholds", {}), explanation.finding: explanation.threshold}
+    thresholds = _thresholds(context)
     on_input = context.linked_sources
     groups = [
-        _finding_group(f, p, thresholds.get(f), "input image", on_input, algorithm, [])
+        _finding_group(f, p, thresholds.get(f), "input image", on_input, algorithm)
         for f, p in explanation.probabilities.items()
     ]
     for finding, probability in explanation.counterfactual_probabilities.items():
-        explained = finding == explanation.finding
-        where = "counterfactual (explained)" if explained else "counterfactual"
-        extra = [_flipped_evaluation(explanation.flipped)] if explained else []
-        threshold = thresholds.get(finding)
-        groups.append(_finding_group(finding, probability, threshold, where, [counterfactual], algorithm, extra))
+        where = "counterfactual (explained)" if finding == explanation.finding else "counterfactual"
+        groups.append(_finding_group(finding, probability, thresholds.get(finding), where, [counterfactual], algorithm))
     return groups
+
+
+def _qualitative_evaluations(context: _Context) -> hd.sr.ContainerContentItem:
+    """TID 1500 rows 12-13, the report's Qualitative Evaluations: each finding's decision on the input image
+    (present or absent at its threshold) and whether the counterfactual flipped the explained finding's decision.
+
+    They sit here, not in the TID 1501 groups, because the templates PixelMed's validator checks have no
+    qualitative row in TID 1501; the counterfactual's decisions follow from its groups' probability and threshold.
+    """
+    explanation = context.explanation
+    thresholds = _thresholds(context)
+    items = [
+        hd.sr.CodeContentItem(
+            name=_finding_code(finding),
+            value=codes.SCT.Present if probability >= thresholds[finding] else codes.SCT.Absent,
+            relationship_type=hd.sr.RelationshipTypeValues.CONTAINS,
+        )
+        for finding, probability in explanation.probabilities.items()
+        if finding in thresholds
+    ]
+    items.append(
+        hd.sr.CodeContentItem(
+            name=_code("FLIPPED", PRIVATE_SCHEME, "Decision flipped by the counterfactual"),
+            value=codes.SCT.Yes if explanation.flipped else codes.SCT.No,
+            relationship_type=hd.sr.RelationshipTypeValues.CONTAINS,
+        ),
+    )
+    container = hd.sr.ContainerContentItem(
+        name=_code("C0034375", "UMLS", "Qualitative Evaluations"),
+        relationship_type=hd.sr.RelationshipTypeValues.CONTAINS,
+    )
+    container.ContentSequence = hd.sr.ContentSequence(items)
+    return container
 
 
 def _observer(model_set: dict) -> hd.sr.ObservationContext:
@@ -668,19 +709,22 @@ def _observer(model_set: dict) -> hd.sr.ObservationContext:
     return hd.sr.ObservationContext(observer_device_context=observer)
 
 
-def _report(context: _Context, images: Sequence[Dataset]) -> hd.sr.ComprehensiveSR:
-    """The Comprehensive SR (TID 1500) of the findings and the counterfactual, referencing the images."""
+def _report(context: _Context, images: Sequence[Dataset]) -> hd.sr.Comprehensive3DSR:
+    """The Comprehensive 3D SR (TID 1500) of the findings and the counterfactual, referencing the images: the SOP
+    class IHE AI Results names for AI results; it holds everything Comprehensive SR does.
+    """
     content = hd.sr.MeasurementReport(
         observation_context=_observer(context.model_set),
-        procedure_reported=codes.SCT.ChestImaging,
+        procedure_reported=codes.cid100.ImagingProcedure,
         imaging_measurements=_groups(context, images[0]),
     )
+    content[0].ContentSequence.append(_qualitative_evaluations(context))
     scheme = CodingSchemeIdentificationItem(
         designator=PRIVATE_SCHEME, name=f"{MANUFACTURER} concepts", responsible_organization=MANUFACTURER,
     )
     with warnings.catch_warnings():  # highdicom doubts one-component patient names; we copy the input's as it is
         warnings.filterwarnings("ignore", message=".*unlikely to represent the intended person name")
-        report = hd.sr.ComprehensiveSR(
+        report = hd.sr.Comprehensive3DSR(
             evidence=[*images, *context.linked_sources],
             content=content[0],
             series_instance_uid=hd.UID(),

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 import time
 import traceback
 from dataclasses import fields
@@ -55,16 +56,49 @@ def add_options(parent: argparse.ArgumentParser) -> None:
 
 
 def options_from(args: argparse.Namespace) -> ExplainOptions:
-    """The options :func:`add_options` parsed; raises ``ValueError`` for a combination that cannot work."""
-    return ExplainOptions(**{option.name: getattr(args, option.name) for option in fields(ExplainOptions)})
+    """The options :func:`add_options` parsed; raises ``ValueError`` for a combination that cannot work.
+    A PACS destination (``--send``/``--stow``, where the parser has them) implies ``--dicom``.
+    """
+    values = {option.name: getattr(args, option.name) for option in fields(ExplainOptions)}
+    values["dicom"] = values["dicom"] or bool(getattr(args, "send", None) or getattr(args, "stow", None))
+    return ExplainOptions(**values)
 
 
 def _explain_options() -> argparse.ArgumentParser:
-    """The options ``explain`` and ``batch`` share (a parent parser): ``--out`` and :func:`add_options`."""
+    """The options ``explain`` and ``batch`` share (a parent parser): ``--out``, :func:`add_options` and the
+    PACS destinations.
+    """
     parent = argparse.ArgumentParser(add_help=False)
     parent.add_argument("--out", required=True, type=Path, help="output folder; one subfolder per input")
     add_options(parent)
+    _add_delivery_options(parent)
     return parent
+
+
+def _add_delivery_options(parser: argparse.ArgumentParser) -> None:
+    """``--send`` and ``--stow``: where the DICOM objects go once written (each implies ``--dicom``)."""
+    parser.add_argument(
+        "--send",
+        action="append",
+        default=[],
+        metavar="AET@HOST:PORT",
+        help="send the DICOM outputs to this DICOM node by C-STORE (implies --dicom; repeatable)",
+    )
+    parser.add_argument(
+        "--stow",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="store the DICOM outputs at this DICOMweb service by STOW-RS, e.g. http://pacs:8042/dicom-web "
+        "(implies --dicom; repeatable)",
+    )
+
+
+def _targets(args: argparse.Namespace) -> list:
+    """The checked ``--send``/``--stow`` destinations (:class:`SendError` for a malformed one)."""
+    from ..outputs.pacs import destinations
+
+    return destinations(args.send, args.stow)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -89,7 +123,10 @@ def _parser() -> argparse.ArgumentParser:
         parents=[shared],
         help="explain an archive into --out, with OUT/index.csv; a rerun does only what is missing or failed",
     )
-    batch.add_argument("input", type=Path, help="a folder (searched recursively) or a CSV manifest with a path column")
+    batch.add_argument(
+        "input", type=Path, nargs="?", help="a folder (searched recursively) or a CSV manifest with a path column",
+    )
+    _add_pull_options(batch)
     batch.add_argument(
         "--ray",
         metavar="auto|ADDRESS|local:N",
@@ -99,6 +136,41 @@ def _parser() -> argparse.ArgumentParser:
     batch.add_argument("--workers", type=int, help="Ray actors (default: one per GPU, else per CPU of the cluster)")
     batch.add_argument("--batch-size", type=int, default=8, help="inputs sent to a Ray actor at a time (default 8)")
     return parser
+
+
+def _add_pull_options(batch: argparse.ArgumentParser) -> None:
+    """``batch --pull URL``: the inputs come from a DICOMweb service instead of a folder (see :mod:`.pacs_pull`)."""
+    batch.add_argument(
+        "--pull",
+        metavar="URL",
+        help="explain radiographs pulled from this DICOMweb service (QIDO-RS/WADO-RS) instead of INPUT; "
+        "send the results back with --stow URL or --send",
+    )
+    batch.add_argument("--study", action="append", default=[], metavar="UID", help="a study to pull (repeatable)")
+    batch.add_argument(
+        "--query",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="pull the studies this QIDO-RS filter matches, e.g. ModalitiesInStudy=CR (repeatable)",
+    )
+
+
+def _pulled(args: argparse.Namespace, folder: Path) -> Path:
+    """The batch's input: INPUT, or (with --pull) ``folder`` filled from the DICOMweb service."""
+    from .pacs_pull import parse_query, pull
+
+    if (args.input is None) == (args.pull is None):
+        raise ValueError("give either INPUT (a folder or CSV) or --pull URL")
+    if args.pull is None:
+        if args.study or args.query:
+            raise ValueError("--study and --query choose what --pull URL pulls; give --pull too")
+        return args.input
+    if not (args.study or args.query):
+        raise ValueError("--pull needs --study UID or --query KEY=VALUE (which studies to pull)")
+    count = pull(args.pull, folder, args.study, parse_query(args.query))
+    _say(f"pulled {count} radiographs from {args.pull}")
+    return folder
 
 
 def _progress(items: list, enabled: bool):
@@ -124,7 +196,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "explain":
         try:
             options = options_from(args)  # checked before any model is loaded
-        except ValueError as error:
+            _targets(args)
+        except (ValueError, ExplainerError) as error:
             parser.error(str(error))
     from ..explain.pipeline import Explainer
     from ..modelset import export_torchscript, load_model_set
@@ -152,7 +225,23 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         _say("interrupted: finished outputs are complete; rerun to do the rest")
         return 130
-    return 1 if any(r.status == "failed" for r in results) else 0
+    undelivered = _deliver_results(results, _targets(args))
+    return 1 if undelivered or any(r.status == "failed" for r in results) else 0
+
+
+def _deliver_results(results, targets) -> int:
+    """Send each explained (or earlier explained) input's DICOM objects to ``targets``; returns the failures."""
+    from .archive_delivery import deliver_folder
+
+    failures = 0
+    for result in results:
+        if not targets or result.status == "failed" or result.folder is None:
+            continue
+        sent = deliver_folder(result.folder, targets)
+        if sent != "yes":
+            failures += 1
+            _say(f"error: {result.input}: {sent}")
+    return failures
 
 
 def _report(result) -> None:
@@ -213,18 +302,21 @@ class _ArchiveReport:
 
 def _batch(args: argparse.Namespace) -> int:
     from .archive import run_archive
+    from .archive_delivery import deliver_archive
 
     try:
-        progress = run_archive(
-            args.input,
-            args.out,
-            options_from(args),
-            ray_address=args.ray,
-            workers=args.workers,
-            batch_size=args.batch_size,
-            models=args.models,
-            progress=_ArchiveReport(),
-        )
+        targets = _targets(args)
+        with tempfile.TemporaryDirectory(prefix="cxrcf-pulled-") as pulled:
+            progress = run_archive(
+                _pulled(args, Path(pulled)),
+                args.out,
+                options_from(args),
+                ray_address=args.ray,
+                workers=args.workers,
+                batch_size=args.batch_size,
+                models=args.models,
+                progress=_ArchiveReport(),
+            )
     except (ExplainerError, ValueError) as error:
         if args.debug:
             traceback.print_exc()
@@ -233,5 +325,6 @@ def _batch(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         _say("interrupted: finished outputs and their index rows are complete; rerun to do the rest")
         return 130
+    undelivered = deliver_archive(args.out, targets, _say) if targets else 0
     print(args.out / "index.csv")
-    return 1 if progress.failed else 0
+    return 1 if progress.failed or undelivered else 0

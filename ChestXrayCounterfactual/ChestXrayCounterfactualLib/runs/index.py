@@ -15,7 +15,11 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 NAME = "index.csv"
-COLUMNS = ("input", "status", "error", "finding", "p_original", "p_counterfactual", "flipped", "seconds", "folder")
+COLUMNS = (
+    "input", "status", "error", "finding", "p_original", "p_counterfactual", "flipped", "seconds", "folder", "sent",
+)
+#: Indexes written before the ``sent`` column (what ``--send``/``--stow`` delivered) have one column less.
+OLDER_COLUMNS = COLUMNS[:-1]
 
 #: One row: every column of :data:`COLUMNS`, as text ("" where it does not apply).
 Row = dict[str, str]
@@ -48,6 +52,8 @@ def read_index(path: Path) -> dict[str, Row]:
     rows: dict[str, Row] = {}
     lines = _complete_text(path).splitlines()
     for fields in csv.reader(lines[1:]):
+        if len(fields) == len(OLDER_COLUMNS):
+            fields.append("")
         if len(fields) == len(COLUMNS):
             row = dict(zip(COLUMNS, fields, strict=True))
             rows[row["input"]] = row
