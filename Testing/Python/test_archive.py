@@ -202,7 +202,7 @@ class _FakeRay:
 
     def _actor(self, *_arguments):
         return SimpleNamespace(
-            ready=SimpleNamespace(remote=lambda: _Reference(None)),
+            ready=SimpleNamespace(remote=lambda: _Reference((None, None))),
             explain=SimpleNamespace(remote=lambda batch: _Reference(self._explain(batch))),
         )
 
@@ -227,7 +227,7 @@ def test_a_file_that_kills_its_worker_fails_alone_after_three_deaths(tmp_path):
     fake = _FakeRay(tmp_path / "poison.dcm")
     work = [(tmp_path / name, tmp_path / "out" / name) for name in ("a.dcm", "poison.dcm", "b.dcm", "c.dcm")]
     lost: list[str] = []
-    results = list(_Pool(fake, work, OPTIONS, None, 2, lost.append).run(workers=2))
+    results = list(_Pool(fake, work, OPTIONS, None, None, 2, (lost.append, lost.append)).run(workers=2))
     assert sorted(position for position, _ in results) == [0, 1, 2, 3], "each input reported once"
     by_position = dict(results)
     assert [by_position[i].status for i in range(4)] == ["done", "failed", "done", "done"]

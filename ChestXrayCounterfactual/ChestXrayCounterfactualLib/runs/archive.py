@@ -47,7 +47,8 @@ class ArchiveProgress:
     """Where a run stands, given to the ``progress`` callback after each row and each lost worker.
 
     ``done`` counts inputs with a complete output (this run's and earlier ones'), ``explained`` only this run's.
-    A call is about either ``last``, the row that just landed, or ``message``, a sentence on a lost worker.
+    A call is about either ``last``, the row that just landed, or ``message``, a sentence on a lost worker or on the
+    device the models could not run on.
     """
 
     total: int
@@ -166,13 +167,22 @@ def _finished(row: Row | None, item: ArchiveInput) -> bool:
 
 
 def _explain_here(
-    work: list[tuple[Path, Path]], options: ExplainOptions, models: str | Path | None, batch_size: int,
+    work: list[tuple[Path, Path]],
+    options: ExplainOptions,
+    models: str | Path | None,
+    device: str | None,
+    batch_size: int,
+    warn: Callable[[str], None],
 ) -> Generator[tuple[int, FileResult], None, None]:
-    """The in-process executor: the model set loaded once (only if there is work), batches one after another."""
+    """The in-process executor: the model set loaded once on ``device`` (only if there is work; ``warn`` is told
+    why it is on the CPU if it could not go there), batches one after another.
+    """
     from ..explain.pipeline import Explainer
     from ..modelset import load_model_set
 
-    explainer = Explainer(load_model_set(models)) if work else None
+    explainer = Explainer(load_model_set(models, device)) if work else None
+    if explainer is not None and explainer.device_warning:
+        warn(explainer.device_warning)
     for start in range(0, len(work), batch_size):
         for offset, result in enumerate(explain_work(work[start : start + batch_size], explainer, options)):
             yield start + offset, result
@@ -198,6 +208,7 @@ def run_archive(
     workers: int | None = None,
     batch_size: int = 8,
     models: str | Path | None = None,
+    device: str | None = None,
     progress: Callable[[ArchiveProgress], None] | None = None,
 ) -> ArchiveProgress:
     """Explain every input that ``inputs`` (a folder or a CSV manifest) names into ``out``; returns the final tally.
@@ -205,13 +216,19 @@ def run_archive(
     Files are explained in batches of ``batch_size`` (one batched engine call each). Without ``ray_address`` the
     batches are explained here, one after another (Ray is not imported). With it (``auto``, a cluster's address,
     or ``local:N`` for a local instance of N worker processes) they go to ``workers`` Ray actors (default: one
-    per GPU, else per CPU of the cluster), each loading ``models`` (a spec or weights folder as ``--models``
-    takes; default the bundled set) once. Inputs and ``out`` must lie at the same path on every node. Raises
+    per GPU if ``device`` may use one, else per CPU of the cluster), each loading ``models`` (a spec or weights
+    folder as ``--models`` takes; default the bundled set) once. The models run on ``device`` (as
+    :func:`..modelset.load_model_set` takes it); one that cannot be used is reported through ``progress``, and the
+    CPU used. Inputs and ``out`` must lie at the same path on every node. Raises
     :class:`ArchiveError` (or ``ValueError`` for a bad option) if the run cannot start; a bad input is a failed
     row, never an exception.
     """
     if (workers is not None and workers < 1) or batch_size < 1:
         raise ValueError(f"workers and batch size must be at least 1, not {workers} and {batch_size}")
+    if device is not None:
+        from ..modelset.device import check_request
+
+        check_request(device)
     if ray_address is not None and importlib.util.find_spec("ray") is None:
         raise ArchiveError("Ray is not installed: pip install 'chestxraycounterfactual[archive]' (or ray)")
     out = Path(out)
@@ -230,11 +247,14 @@ def run_archive(
         if progress:
             progress(tally)
 
-    def lost(message: str) -> None:
-        tally.workers_lost += 1
+    def warn(message: str) -> None:
         tally.last, tally.message = None, message
         if progress:
             progress(tally)
+
+    def lost(message: str) -> None:
+        tally.workers_lost += 1
+        warn(message)
 
     try:
         todo = []
@@ -248,7 +268,7 @@ def run_archive(
         work = [(item.path, item.folder) for item in todo]
         results: Generator[tuple[int, FileResult], None, None]
         if ray_address is None or not work:
-            results = _explain_here(work, options, models, batch_size)
+            results = _explain_here(work, options, models, device, batch_size, warn)
         else:
             from .ray_actors import explain_on_ray
 
@@ -257,9 +277,11 @@ def run_archive(
                 options,
                 address=ray_address,
                 models=models,
+                device=device,
                 workers=workers,
                 batch_size=batch_size,
                 on_worker_lost=lost,
+                on_warning=warn,
             )
         with closing(results):  # stops the workers (and a Ray instance started here) even if landing a row fails
             for position, result in results:

@@ -59,11 +59,39 @@ def options_from(args: argparse.Namespace) -> ExplainOptions:
     return ExplainOptions(**{option.name: getattr(args, option.name) for option in fields(ExplainOptions)})
 
 
+def _device(request: str) -> str:
+    """``--device``'s value checked (:func:`..modelset.device.check_request`), so a bad one is a usage error."""
+    from ..modelset.device import check_request
+
+    try:
+        return check_request(request)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _add_device(parser: argparse.ArgumentParser) -> None:
+    """``--device``: where the models run. A model-loading option like ``--models``, not an :class:`ExplainOptions`
+    field: what is explained and how does not depend on it, and results are the same numpy arrays on every device.
+    """
+    from ..modelset.device import DEFAULT_DEVICE, DEVICE_HELP
+
+    parser.add_argument(
+        "--device",
+        type=_device,
+        default=DEFAULT_DEVICE,
+        help=f"where the models run: {DEVICE_HELP} (default {DEFAULT_DEVICE}); one that this machine cannot "
+        "run on is named in a warning and the CPU is used",
+    )
+
+
 def _explain_options() -> argparse.ArgumentParser:
-    """The options ``explain`` and ``batch`` share (a parent parser): ``--out`` and :func:`add_options`."""
+    """The options ``explain`` and ``batch`` share (a parent parser): ``--out``, :func:`add_options` and
+    ``--device``.
+    """
     parent = argparse.ArgumentParser(add_help=False)
     parent.add_argument("--out", required=True, type=Path, help="output folder; one subfolder per input")
     add_options(parent)
+    _add_device(parent)
     return parent
 
 
@@ -81,6 +109,7 @@ def _parser() -> argparse.ArgumentParser:
     predict = sub.add_parser("predict", help="probability of every finding")
     predict.add_argument("files", nargs="+", type=Path)
     predict.add_argument("--json", action="store_true", help="print one JSON document")
+    _add_device(predict)
     shared = _explain_options()
     explain = sub.add_parser("explain", parents=[shared], help="saliency map and counterfactual for one finding")
     explain.add_argument("files", nargs="+", type=Path)
@@ -134,12 +163,14 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exception(error)
 
     try:
-        explainer = Explainer(load_model_set(args.models))
+        explainer = Explainer(load_model_set(args.models, getattr(args, "device", None)))
     except ExplainerError as error:
         if args.debug:
             traceback.print_exc()
         print(f"error: {error}", file=sys.stderr)
         return 2
+    if explainer.device_warning:
+        _say(f"warning: {explainer.device_warning}")
     if args.command == "export-torchscript":
         print(export_torchscript(explainer.models, args.out))
         return 0
@@ -223,6 +254,7 @@ def _batch(args: argparse.Namespace) -> int:
             workers=args.workers,
             batch_size=args.batch_size,
             models=args.models,
+            device=args.device,
             progress=_ArchiveReport(),
         )
     except (ExplainerError, ValueError) as error:
