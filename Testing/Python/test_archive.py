@@ -1,6 +1,7 @@
 """Archive runs (``batch``): in this process and on a local Ray cluster with a worker killed mid-run, the same
 outputs; an index with one row per input, bad inputs listed with their sentences; a rerun that redoes nothing;
-an index line cut short by a crash; a file that kills every worker it is sent to fails alone.
+an index line cut short by a crash; a file that kills every worker it is sent to fails alone; a cluster that is not
+there stops the run with one sentence.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ import csv
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +18,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from ChestXrayCounterfactualLib.errors import ArchiveError
 from ChestXrayCounterfactualLib.runs.archive import list_inputs, run_archive
 from ChestXrayCounterfactualLib.runs.index import COLUMNS, IndexAppender, make_row, read_index
 from ChestXrayCounterfactualLib.runs.ray_actors import _Pool
@@ -250,3 +253,29 @@ def test_a_folder_scan_finds_dicom_files_without_a_suffix(tmp_path):
     inputs = list_inputs(tmp_path, tmp_path / "out")
     assert [key for key, _ in inputs] == ["1.2.840.113619.2.55.3", "series/IM000001"]
     assert [output_stem(path) for _, path in inputs] == ["1.2.840.113619.2.55.3", "IM000001"]
+
+
+def test_a_cluster_that_is_not_there_is_one_sentence_and_exit_2(tmp_path):
+    """``--ray HOST:PORT`` where nothing listens (a free loopback port): the run stops at once with the sentence that
+    names the address and how to start a cluster, exit 2, nothing explained; ``ray.init`` would retry for minutes.
+    """
+    pytest.importorskip("ray")
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.dcm").write_bytes(SAMPLE.read_bytes())
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{probe.getsockname()[1]}"
+    with pytest.raises(ArchiveError, match=f"no Ray cluster answers at {address} .*`ray start --head`"):
+        run_archive(tmp_path / "in", tmp_path / "out", OPTIONS, ray_address=address)
+    result = subprocess.run(
+        [sys.executable, "-m", "ChestXrayCounterfactualLib", "batch", tmp_path / "in", "--out", tmp_path / "out",
+         "--ray", address],
+        capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    sentence = (
+        f"error: no Ray cluster answers at {address} (connection refused); start one with `ray start --head` on the "
+        "head node (and `ray start --address=HEAD:PORT` on the others), or run on this machine with --ray local:N"
+    )
+    assert result.stderr.strip().splitlines() == [sentence]
+    assert not any(path.is_dir() for path in (tmp_path / "out").iterdir())

@@ -19,6 +19,7 @@ from typing import Any
 
 from ..errors import ArchiveError, ExplainerError
 from ..options import ExplainOptions
+from .cluster import check_cluster
 from .files import FileResult, explain_work
 
 #: How many worker processes may die with an input in their batch before it is reported as failed.
@@ -91,7 +92,8 @@ def explain_on_ray(
     """Explain ``work`` on Ray and yield (position in ``work``, result) as results land, once per input.
 
     Connects to (or, for ``local:N``, starts) the cluster ``address`` names, unless this process is already
-    connected, and disconnects at the end only if it connected. Each actor loads the models on ``device``
+    connected (:class:`ArchiveError`, at once, if no cluster answers there: :func:`.cluster.check_cluster`), and
+    disconnects at the end only if it connected. Each actor loads the models on ``device``
     (:func:`gpu_wanted`: one that asks for a GPU reserves one per actor). ``workers`` defaults to one actor per GPU
     of the cluster when the actors want one, else one per CPU. ``on_worker_lost`` is told, in a sentence, of each
     worker process that died; its inputs are resubmitted. ``on_warning`` is told once why the models run on the
@@ -101,6 +103,8 @@ def explain_on_ray(
 
     connected_here = not ray.is_initialized()
     if connected_here:
+        if not address.startswith("local:"):
+            check_cluster(address)
         ray.init(**init_arguments(address, device))
     pool = _Pool(ray, work, options, models, device, batch_size, (on_worker_lost, on_warning))
     try:
