@@ -279,3 +279,49 @@ def test_a_cluster_that_is_not_there_is_one_sentence_and_exit_2(tmp_path):
     )
     assert result.stderr.strip().splitlines() == [sentence]
     assert not any(path.is_dir() for path in (tmp_path / "out").iterdir())
+
+
+def batch(*args):
+    return subprocess.run(
+        [sys.executable, "-m", "ChestXrayCounterfactualLib", "batch", *map(str, args)],
+        capture_output=True, text=True, timeout=600, check=False,
+    )
+
+
+def test_an_image_without_a_finding_is_a_negative_result_not_a_failure(tmp_path):
+    """Without ``--finding``, the committed samples with no finding above its threshold are recorded as negative,
+    with every finding's probability and no folder, beside the positive one explained; exit 0. A rerun keeps them;
+    ``--direction add`` gives a negative image a counterfactual that adds the absent finding nearest its threshold.
+    """
+    archive = tmp_path / "in"
+    archive.mkdir()
+    for source in (SAMPLE, JPEG_BASELINE, FALSE_MONOCHROME1):
+        (archive / source.name).write_bytes(source.read_bytes())
+    out = tmp_path / "out"
+    result = batch(archive, "--out", out, "--method", "latent-shift", "--frames", "2")
+    assert result.returncode == 0, result.stderr
+    assert "3/3 done (2 negative), 0 failed" in result.stderr
+    rows = {row["input"]: row for row in index_rows(out)}
+    assert {key: row["status"] for key, row in rows.items()} == {
+        SAMPLE.name: "done", JPEG_BASELINE.name: "negative", FALSE_MONOCHROME1.name: "negative",
+    }
+    assert rows[SAMPLE.name]["finding"] == "Cardiomegaly" and (out / rows[SAMPLE.name]["folder"]).is_dir()
+    for row in rows.values():
+        cells = dict(cell.split("=") for cell in row["probabilities"].split(";"))
+        assert set(cells) == {"Atelectasis", "Cardiomegaly", "Effusion", "Pneumothorax"}
+        assert all(0 <= float(p) <= 1 for p in cells.values())
+    for key in (JPEG_BASELINE.name, FALSE_MONOCHROME1.name):
+        assert rows[key]["folder"] == "" and rows[key]["error"].startswith("no finding is above its decision threshold")
+    assert sorted(path.name for path in out.iterdir()) == ["index.csv", rows[SAMPLE.name]["folder"]]
+    index = (out / "index.csv").read_text()
+    assert batch(archive, "--out", out, "--method", "latent-shift", "--frames", "2").returncode == 0
+    assert (out / "index.csv").read_text() == index
+    added = tmp_path / "added"
+    (tmp_path / "one").mkdir()
+    (tmp_path / "one" / JPEG_BASELINE.name).write_bytes(JPEG_BASELINE.read_bytes())
+    result = batch(tmp_path / "one", "--out", added, "--method", "latent-shift", "--frames", "2", "--direction", "add")
+    assert result.returncode == 0, result.stderr
+    (row,) = index_rows(added)
+    assert row["status"] == "done" and row["finding"]
+    record = json.loads((added / row["folder"] / "explanation.json").read_text())
+    assert record["direction"] == "add" and record["p_original"] < record["threshold"]

@@ -127,15 +127,30 @@ def choose_finding(models: ModelSet, p: dict[str, float]) -> str:
         summary = ", ".join(f"{f} {value:.2f} < {models.thresholds[f]:.2f}" for f, value in p.items())
         raise NoFindingError(
             f"no finding is above its decision threshold ({summary}); name one with --finding to explain it anyway",
+            p,
         )
     return max(above, key=lambda f: p[f])
 
 
-def plan(models: ModelSet, index: int, p: dict[str, float], options: ExplainOptions) -> Plan:
-    """Image ``index``'s plan from the classifier's probabilities ``p``: the finding asked for (else the most
-    probable above its threshold), removed if present and added if absent unless the options say which.
+def nearest_absent_finding(models: ModelSet, p: dict[str, float]) -> str:
+    """The finding below its threshold that is nearest to it (in logits): the one to add when none is named;
+    :class:`NoFindingError` if every finding is above its threshold.
     """
-    target = models.index(options.finding or choose_finding(models, p))
+    below = [f for f, value in p.items() if value < models.thresholds[f]]
+    if not below:
+        raise NoFindingError("every finding is above its decision threshold; name one with --finding to add it", p)
+    return max(below, key=lambda f: cf.logit(p[f]) - cf.logit(models.thresholds[f]))
+
+
+def plan(models: ModelSet, index: int, p: dict[str, float], options: ExplainOptions) -> Plan:
+    """Image ``index``'s plan from the classifier's probabilities ``p``: the finding asked for (else, to add, the absent
+    finding nearest its threshold; otherwise the most probable above its threshold), removed if present and added if
+    absent unless the options say which.
+    """
+    named = options.finding
+    if named is None:
+        named = nearest_absent_finding(models, p) if options.direction == "add" else choose_finding(models, p)
+    target = models.index(named)
     finding = models.findings[target]
     threshold = models.thresholds[finding]
     direction = options.direction or ("remove" if p[finding] >= threshold else "add")

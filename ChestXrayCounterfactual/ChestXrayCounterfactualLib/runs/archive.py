@@ -21,7 +21,7 @@ from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from .index import NAME, IndexAppender, Row, make_row, read_index, rewrite_index
+from .index import NAME, IndexAppender, Row, make_row, probabilities_text, read_index, rewrite_index
 from ..options import ExplainOptions
 from .files import FileResult, explain_work, folder_name, is_input_file
 from ..errors import ArchiveError
@@ -46,13 +46,15 @@ class ArchiveInput:
 class ArchiveProgress:
     """Where a run stands, given to the ``progress`` callback after each row and each lost worker.
 
-    ``done`` counts inputs with a complete output (this run's and earlier ones'), ``explained`` only this run's.
+    ``done`` counts inputs with a complete result (this run's and earlier ones'; ``negative`` of them had no finding
+    to explain), ``explained`` only this run's explanations.
     A call is about either ``last``, the row that just landed, or ``message``, a sentence on a lost worker or on the
     device the models could not run on.
     """
 
     total: int
     done: int = 0
+    negative: int = 0
     failed: int = 0
     explained: int = 0
     workers_lost: int = 0
@@ -66,15 +68,18 @@ class ArchiveProgress:
             self.failed += 1
         else:
             self.done += 1
+            self.negative += row["status"] == "negative"
 
     def rate(self) -> float:
         """Explanations made by this run per minute since it started."""
         return self.explained / max(time.monotonic() - self.started, 1e-9) * 60
 
     def line(self) -> str:
-        """One line such as "12/100 done, 1 failed, 3.2 explanations/min" (and lost workers, if any)."""
+        """One line such as "12/100 done (3 negative), 1 failed, 3.2 explanations/min" (and lost workers, if any)."""
         lost = f", {self.workers_lost} workers lost (their inputs resent)" if self.workers_lost else ""
-        return f"{self.done}/{self.total} done, {self.failed} failed, {self.rate():.1f} explanations/min{lost}"
+        negative = f" ({self.negative} negative)" if self.negative else ""
+        rate = f"{self.rate():.1f} explanations/min"
+        return f"{self.done}/{self.total} done{negative}, {self.failed} failed, {rate}{lost}"
 
 
 def list_inputs(source: Path, out: Path) -> list[tuple[str, Path]]:
@@ -139,6 +144,7 @@ def _record_row(item: ArchiveInput, status: str, record: Mapping) -> Row:
         flipped=record["flipped"],
         seconds=record["seconds"]["total"],
         folder=item.folder.name,
+        probabilities=probabilities_text(record.get("probabilities_original", {})),
     )
 
 
@@ -155,6 +161,9 @@ def _folder_row(item: ArchiveInput, status: str) -> Row:
 def _result_row(item: ArchiveInput, result: FileResult) -> Row:
     if result.status == "failed":
         return make_row(input=item.key, status="failed", error=result.error, folder=item.folder.name)
+    if result.status == "negative":
+        probabilities = probabilities_text(result.probabilities)
+        return make_row(input=item.key, status="negative", error=result.error, probabilities=probabilities)
     if result.status == "skipped":  # completed by a worker that died before it could report it
         return _folder_row(item, "done")
     assert result.record is not None  # a "done" result always carries its record
@@ -164,6 +173,14 @@ def _result_row(item: ArchiveInput, result: FileResult) -> Row:
 def _finished(row: Row | None, item: ArchiveInput) -> bool:
     """Whether an earlier run's ``row`` says ``item`` was finished into its folder."""
     return row is not None and row["status"] in ("done", "skipped") and row["folder"] == item.folder.name
+
+
+def _still_negative(row: Row | None, options: ExplainOptions) -> bool:
+    """Whether an earlier run's ``row`` found the input negative and these options would find it so again (no
+    finding named, nothing to add, not told to redo everything).
+    """
+    undirected = options.finding is None and options.direction != "add"
+    return row is not None and row["status"] == "negative" and undirected and not options.overwrite
 
 
 def _explain_here(
@@ -259,7 +276,9 @@ def run_archive(
     try:
         todo = []
         for item in planned:
-            if options.overwrite or not (item.folder / RECORD).exists():
+            if _still_negative(previous.get(item.key), options):
+                land(item.key, previous[item.key])
+            elif options.overwrite or not (item.folder / RECORD).exists():
                 todo.append(item)
             elif _finished(previous.get(item.key), item):
                 land(item.key, previous[item.key])

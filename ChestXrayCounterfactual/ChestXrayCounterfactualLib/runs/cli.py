@@ -189,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
 def _report(result) -> None:
     for warning in result.warnings:
         _say(f"warning: {result.input}: {warning}")
-    if result.status == "done":
+    if result.status in ("done", "negative"):
         print(result.summary())
     else:
         _say(result.summary())

@@ -15,10 +15,18 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 NAME = "index.csv"
-COLUMNS = ("input", "status", "error", "finding", "p_original", "p_counterfactual", "flipped", "seconds", "folder")
+COLUMNS = (
+    "input", "status", "error", "finding", "p_original", "p_counterfactual", "flipped", "seconds", "folder",
+    "probabilities",
+)
 
 #: One row: every column of :data:`COLUMNS`, as text ("" where it does not apply).
 Row = dict[str, str]
+
+
+def probabilities_text(probabilities: Mapping[str, float]) -> str:
+    """Every finding's probability as one index cell: ``Atelectasis=0.123456;Cardiomegaly=0.987654;...``."""
+    return ";".join(f"{finding}={p:.6f}" for finding, p in probabilities.items())
 
 
 def make_row(**values: object) -> Row:
@@ -43,11 +51,14 @@ def _complete_text(path: Path) -> str:
 
 def read_index(path: Path) -> dict[str, Row]:
     """The rows of the index at ``path`` by input (the last row of an input wins); empty if there is none.
-    Lines cut short or with the wrong number of fields are ignored.
+    Lines cut short or with the wrong number of fields are ignored; rows without the last column, ``probabilities``
+    (written before it existed), get it empty.
     """
     rows: dict[str, Row] = {}
     lines = _complete_text(path).splitlines()
     for fields in csv.reader(lines[1:]):
+        if len(fields) == len(COLUMNS) - 1:  # an index written before the probabilities column
+            fields.append("")
         if len(fields) == len(COLUMNS):
             row = dict(zip(COLUMNS, fields, strict=True))
             rows[row["input"]] = row
