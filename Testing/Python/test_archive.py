@@ -21,7 +21,7 @@ import pytest
 from ChestXrayCounterfactualLib.errors import ArchiveError
 from ChestXrayCounterfactualLib.runs.archive import list_inputs, run_archive
 from ChestXrayCounterfactualLib.runs.index import COLUMNS, IndexAppender, make_row, read_index
-from ChestXrayCounterfactualLib.runs.ray_actors import _Pool
+from ChestXrayCounterfactualLib.runs.ray_actors import _Pool, init_arguments
 from ChestXrayCounterfactualLib.options import ExplainOptions
 from ChestXrayCounterfactualLib.runs.files import FileResult, output_stem
 from ChestXrayCounterfactualLib.outputs.folder import FILES
@@ -325,3 +325,45 @@ def test_an_image_without_a_finding_is_a_negative_result_not_a_failure(tmp_path)
     assert row["status"] == "done" and row["finding"]
     record = json.loads((added / row["folder"] / "explanation.json").read_text())
     assert record["direction"] == "add" and record["p_original"] < record["threshold"]
+
+
+class _GpuCluster(_FakeRay):
+    """The fake Ray of a cluster with 16 CPUs and 2 GPUs, recording the resources the pool asks its actors for."""
+
+    def __init__(self) -> None:
+        super().__init__(Path("none"))
+        self.resources: dict = {}
+
+    def cluster_resources(self) -> dict:
+        return {"CPU": 16.0, "GPU": 2.0}
+
+    def remote(self, _actor_class):
+        def options(**resources):
+            self.resources = resources
+            return SimpleNamespace(remote=self._actor)
+
+        return SimpleNamespace(options=options)
+
+
+@pytest.mark.parametrize(
+    ("device", "share", "gpus", "capacity", "actor_device"),
+    [
+        ("cuda:1", 1.0, 1.0, 2, "cuda"),  # Ray shows an actor only its own card, which torch numbers 0
+        ("auto", 0.5, 0.5, 4, "cuda"),
+        ("cpu", 1.0, 0, 16, "cpu"),
+        ("mps", 1.0, 0, 16, "mps"),
+    ],
+)
+def test_actors_reserve_a_gpu_only_when_their_device_is_one(device, share, gpus, capacity, actor_device):
+    cluster = _GpuCluster()
+    pool = _Pool(cluster, [], OPTIONS, None, device, 2, (print, print), share)
+    assert cluster.resources["num_gpus"] == gpus and cluster.resources["num_cpus"] == 1
+    assert (pool.capacity, pool.device) == (capacity, actor_device)
+
+
+def test_a_local_ray_instance_gets_gpus_only_for_a_device_that_may_use_them():
+    assert init_arguments("local:2", "cpu")["num_gpus"] == 0
+    assert "num_gpus" not in init_arguments("local:2", "cuda")  # Ray counts the cards itself
+    assert init_arguments("10.0.0.1:6379", "cuda") == {"address": "10.0.0.1:6379"}
+    with pytest.raises(ValueError, match="GPUs per worker"):
+        run_archive(Path("."), Path("out"), OPTIONS, ray_address="local:1", gpus_per_worker=0)

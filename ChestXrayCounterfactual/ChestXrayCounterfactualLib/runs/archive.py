@@ -226,6 +226,7 @@ def run_archive(
     batch_size: int = 8,
     models: str | Path | None = None,
     device: str | None = None,
+    gpus_per_worker: float = 1.0,
     progress: Callable[[ArchiveProgress], None] | None = None,
 ) -> ArchiveProgress:
     """Explain every input that ``inputs`` (a folder or a CSV manifest) names into ``out``; returns the final tally.
@@ -236,12 +237,15 @@ def run_archive(
     per GPU if ``device`` may use one, else per CPU of the cluster), each loading ``models`` (a spec or weights
     folder as ``--models`` takes; default the bundled set) once. The models run on ``device`` (as
     :func:`..modelset.load_model_set` takes it); one that cannot be used is reported through ``progress``, and the
-    CPU used. Inputs and ``out`` must lie at the same path on every node. Raises
+    CPU used; on Ray, an actor whose device is a GPU reserves ``gpus_per_worker`` of one (a fraction shares a
+    card among actors). Inputs and ``out`` must lie at the same path on every node. Raises
     :class:`ArchiveError` (or ``ValueError`` for a bad option) if the run cannot start; a bad input is a failed
     row, never an exception.
     """
     if (workers is not None and workers < 1) or batch_size < 1:
         raise ValueError(f"workers and batch size must be at least 1, not {workers} and {batch_size}")
+    if not 0 < gpus_per_worker <= 1:
+        raise ValueError(f"GPUs per worker must be more than 0 and at most 1, not {gpus_per_worker}")
     if device is not None:
         from ..modelset.device import check_request
 
@@ -297,6 +301,7 @@ def run_archive(
                 address=ray_address,
                 models=models,
                 device=device,
+                gpus_per_worker=gpus_per_worker,
                 workers=workers,
                 batch_size=batch_size,
                 on_worker_lost=lost,

@@ -127,6 +127,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     batch.add_argument("--workers", type=int, help="Ray actors (default: one per GPU, else per CPU of the cluster)")
     batch.add_argument("--batch-size", type=int, default=8, help="inputs sent to a Ray actor at a time (default 8)")
+    batch.add_argument(
+        "--gpus-per-worker",
+        type=float,
+        default=1.0,
+        help="share of a GPU each Ray actor reserves when --device is cuda or auto on a cluster with GPUs "
+        "(default 1; 0.5: two actors per card)",
+    )
     return parser
 
 
@@ -255,6 +262,7 @@ def _batch(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             models=args.models,
             device=args.device,
+            gpus_per_worker=args.gpus_per_worker,
             progress=_ArchiveReport(),
         )
     except (ExplainerError, ValueError) as error:

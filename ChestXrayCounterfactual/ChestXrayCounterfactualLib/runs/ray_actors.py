@@ -84,6 +84,7 @@ def explain_on_ray(
     address: str,
     models: str | Path | None,
     device: str | None = None,
+    gpus_per_worker: float = 1.0,
     workers: int | None,
     batch_size: int,
     on_worker_lost: Callable[[str], None],
@@ -94,8 +95,9 @@ def explain_on_ray(
     Connects to (or, for ``local:N``, starts) the cluster ``address`` names, unless this process is already
     connected (:class:`ArchiveError`, at once, if no cluster answers there: :func:`.cluster.check_cluster`), and
     disconnects at the end only if it connected. Each actor loads the models on ``device``
-    (:func:`gpu_wanted`: one that asks for a GPU reserves one per actor). ``workers`` defaults to one actor per GPU
-    of the cluster when the actors want one, else one per CPU. ``on_worker_lost`` is told, in a sentence, of each
+    (:func:`gpu_wanted`: one that asks for a GPU reserves ``gpus_per_worker`` of one per actor, a fraction to share
+    a card). ``workers`` defaults to as many actors as the cluster's GPUs hold when the actors want them, else one
+    per CPU. ``on_worker_lost`` is told, in a sentence, of each
     worker process that died; its inputs are resubmitted. ``on_warning`` is told once why the models run on the
     CPU, if a worker could not use ``device``.
     """
@@ -106,7 +108,7 @@ def explain_on_ray(
         if not address.startswith("local:"):
             check_cluster(address)
         ray.init(**init_arguments(address, device))
-    pool = _Pool(ray, work, options, models, device, batch_size, (on_worker_lost, on_warning))
+    pool = _Pool(ray, work, options, models, device, batch_size, (on_worker_lost, on_warning), gpus_per_worker)
     try:
         yield from pool.run(workers)
     finally:
@@ -127,6 +129,7 @@ class _Pool:
         device: str | None,
         batch_size: int,
         tell: tuple[Callable[[str], None], Callable[[str], None]],
+        gpus_per_worker: float = 1.0,
     ) -> None:
         self.ray = ray
         self.work = work
@@ -147,9 +150,9 @@ class _Pool:
         wants_gpu = gpu_wanted(device, gpus)
         # Ray shows a GPU actor only its own card (CUDA_VISIBLE_DEVICES), which torch then numbers 0.
         self.device = "cuda" if wants_gpu else device
-        self.capacity = gpus if wants_gpu else int(ray.cluster_resources().get("CPU", 1))
+        self.capacity = int(gpus / gpus_per_worker) if wants_gpu else int(ray.cluster_resources().get("CPU", 1))
         self.actor_class = ray.remote(ArchiveWorker).options(
-            num_cpus=1, num_gpus=1 if wants_gpu else 0, max_restarts=0, max_task_retries=0,
+            num_cpus=1, num_gpus=gpus_per_worker if wants_gpu else 0, max_restarts=0, max_task_retries=0,
         )
 
     def run(self, workers: int | None) -> Iterator[tuple[int, FileResult]]:
