@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .bundled import CARD_NAME, default_weights_dir, load_bundled, sha256_of
-from .device import DEFAULT_DEVICE, DEVICE_HELP, DeviceChoice, check_request, resolve_device
+from .device import DeviceChoice, resolve_device
 from .interface import AuditorModel, AutoencoderNetwork, ClassifierNetwork, ModelSet
 from .networks import AUDITOR_ARCHITECTURES, CLASSIFIER_NORMALISATION, Auditor, Autoencoder, Classifier
 from ..errors import SpecError
@@ -20,8 +20,6 @@ __all__ = [
     "AUDITOR_ARCHITECTURES",
     "CARD_NAME",
     "CLASSIFIER_NORMALISATION",
-    "DEFAULT_DEVICE",
-    "DEVICE_HELP",
     "Auditor",
     "AuditorModel",
     "Autoencoder",
@@ -31,7 +29,6 @@ __all__ = [
     "DeviceChoice",
     "ModelSet",
     "SpecError",
-    "check_request",
     "default_weights_dir",
     "export_torchscript",
     "load_model_set",

@@ -9,17 +9,12 @@ no device name at all is a bad option (``ValueError``), like any other.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 import torch
 
-#: What a device request may say (the command line's ``--device`` help lists these).
-DEVICE_HELP = "auto (CUDA if torch sees a card, else Apple mps, else the CPU), cpu, cuda, cuda:N or mps"
-#: The device unless the caller names one: the CPU, where every result of the test suite was made.
-DEFAULT_DEVICE = "cpu"
+from ..methods import DEFAULT_DEVICE, check_device
 
-_REQUEST = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 _CPU = torch.device("cpu")
 
 
@@ -31,19 +26,11 @@ class DeviceChoice:
     warning: str | None = None
 
 
-def check_request(request: str) -> str:
-    """``request`` in lower case if it names a device (:data:`DEVICE_HELP`), else ``ValueError`` with a sentence."""
-    name = str(request).strip().lower()
-    if not _REQUEST.fullmatch(name):
-        raise ValueError(f"device must be {DEVICE_HELP}, not {request!r}")
-    return name
-
-
 def resolve_device(request: str | torch.device | None = None) -> DeviceChoice:
-    """The device ``request`` names (None: :data:`DEFAULT_DEVICE`), or the CPU with a one-sentence warning when this
-    machine's torch cannot run on it.
+    """The device ``request`` names (:func:`..methods.check_device`; None: ``methods.DEFAULT_DEVICE``), or the CPU
+    with a one-sentence warning when this machine's torch cannot run on it.
     """
-    name = check_request(str(request) if request is not None else DEFAULT_DEVICE)
+    name = check_device(str(request) if request is not None else DEFAULT_DEVICE)
     if name == "auto":
         if not torch.cuda.is_available():
             return DeviceChoice(torch.device("mps") if _mps_available() else _CPU)

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from .index import NAME, IndexAppender, Row, make_row, probabilities_text, read_index, rewrite_index
+from ..methods import check_device
 from ..options import ExplainOptions
 from .files import FileResult, explain_work, folder_name, is_input_file
 from ..errors import ArchiveError
@@ -247,9 +248,7 @@ def run_archive(
     if not 0 < gpus_per_worker <= 1:
         raise ValueError(f"GPUs per worker must be more than 0 and at most 1, not {gpus_per_worker}")
     if device is not None:
-        from ..modelset.device import check_request
-
-        check_request(device)
+        check_device(device)
     if ray_address is not None and importlib.util.find_spec("ray") is None:
         raise ArchiveError("Ray is not installed: pip install 'chestxraycounterfactual[archive]' (or ray)")
     out = Path(out)

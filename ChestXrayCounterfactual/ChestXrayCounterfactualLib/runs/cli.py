@@ -60,11 +60,9 @@ def options_from(args: argparse.Namespace) -> ExplainOptions:
 
 
 def _device(request: str) -> str:
-    """``--device``'s value checked (:func:`..modelset.device.check_request`), so a bad one is a usage error."""
-    from ..modelset.device import check_request
-
+    """``--device``'s value checked (:func:`..methods.check_device`), so a bad one is a usage error."""
     try:
-        return check_request(request)
+        return methods.check_device(request)
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
 
@@ -73,14 +71,12 @@ def _add_device(parser: argparse.ArgumentParser) -> None:
     """``--device``: where the models run. A model-loading option like ``--models``, not an :class:`ExplainOptions`
     field: what is explained and how does not depend on it, and results are the same numpy arrays on every device.
     """
-    from ..modelset.device import DEFAULT_DEVICE, DEVICE_HELP
-
     parser.add_argument(
         "--device",
         type=_device,
-        default=DEFAULT_DEVICE,
-        help=f"where the models run: {DEVICE_HELP} (default {DEFAULT_DEVICE}); one that this machine cannot "
-        "run on is named in a warning and the CPU is used",
+        default=methods.DEFAULT_DEVICE,
+        help=f"where the models run: {methods.DEVICE_HELP} (default {methods.DEFAULT_DEVICE}); one that this "
+        "machine cannot run on is named in a warning and the CPU is used",
     )
 
 
