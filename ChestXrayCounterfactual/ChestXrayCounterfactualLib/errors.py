@@ -65,7 +65,13 @@ class SpecError(ExplainerError):
 
 
 class NoFindingError(ExplainerError):
-    """No finding is above its threshold and none was asked for."""
+    """No finding is above its threshold and none was asked for: the image is negative, which is a result, not a
+    failure. ``probabilities`` holds the classifier's probability of every finding (empty if not known).
+    """
+
+    def __init__(self, message: str, probabilities: dict[str, float] | None = None) -> None:
+        super().__init__(message)
+        self.probabilities = dict(probabilities or {})
 
 
 class CancelledError(ExplainerError):

@@ -47,6 +47,21 @@ def check(counterfactual: str, saliency: str, direction: str | None = None, stre
         raise ValueError(f"unknown strength {strength!r}; choose from {', '.join(STRENGTHS)}")
 
 
+#: Where the models run (``--device``): what a request may say, and the device unless one is named (the CPU, where
+#: every result of the test suite was made). ``modelset.device`` resolves a request to a torch device.
+DEVICE_HELP = "auto (CUDA if torch sees a card, else Apple mps, else the CPU), cpu, cuda, cuda:N or mps"
+DEFAULT_DEVICE = "cpu"
+
+
+def check_device(request: str) -> str:
+    """``request`` in lower case if it names a device (:data:`DEVICE_HELP`), else ``ValueError`` with a sentence."""
+    name = str(request).strip().lower()
+    kind, colon, index = name.partition(":")
+    if name not in ("auto", "cpu", "mps", "cuda") and not (kind == "cuda" and colon and index.isdigit()):
+        raise ValueError(f"device must be {DEVICE_HELP}, not {request!r}")
+    return name
+
+
 def help_text(methods: dict[str, str]) -> str:
     """The choices for a command line's help: "name: what it does; ..."."""
     return "; ".join(f"{name}: {text}" for name, text in methods.items())

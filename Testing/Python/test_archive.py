@@ -1,6 +1,7 @@
 """Archive runs (``batch``): in this process and on a local Ray cluster with a worker killed mid-run, the same
 outputs; an index with one row per input, bad inputs listed with their sentences; a rerun that redoes nothing;
-an index line cut short by a crash; a file that kills every worker it is sent to fails alone.
+an index line cut short by a crash; a file that kills every worker it is sent to fails alone; a cluster that is not
+there stops the run with one sentence.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ import csv
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -16,9 +18,10 @@ from types import SimpleNamespace
 
 import pytest
 
+from ChestXrayCounterfactualLib.errors import ArchiveError
 from ChestXrayCounterfactualLib.runs.archive import list_inputs, run_archive
 from ChestXrayCounterfactualLib.runs.index import COLUMNS, IndexAppender, make_row, read_index
-from ChestXrayCounterfactualLib.runs.ray_actors import _Pool
+from ChestXrayCounterfactualLib.runs.ray_actors import _Pool, init_arguments
 from ChestXrayCounterfactualLib.options import ExplainOptions
 from ChestXrayCounterfactualLib.runs.files import FileResult, output_stem
 from ChestXrayCounterfactualLib.outputs.folder import FILES
@@ -202,7 +205,7 @@ class _FakeRay:
 
     def _actor(self, *_arguments):
         return SimpleNamespace(
-            ready=SimpleNamespace(remote=lambda: _Reference(None)),
+            ready=SimpleNamespace(remote=lambda: _Reference((None, None))),
             explain=SimpleNamespace(remote=lambda batch: _Reference(self._explain(batch))),
         )
 
@@ -227,7 +230,7 @@ def test_a_file_that_kills_its_worker_fails_alone_after_three_deaths(tmp_path):
     fake = _FakeRay(tmp_path / "poison.dcm")
     work = [(tmp_path / name, tmp_path / "out" / name) for name in ("a.dcm", "poison.dcm", "b.dcm", "c.dcm")]
     lost: list[str] = []
-    results = list(_Pool(fake, work, OPTIONS, None, 2, lost.append).run(workers=2))
+    results = list(_Pool(fake, work, OPTIONS, None, None, 2, (lost.append, lost.append)).run(workers=2))
     assert sorted(position for position, _ in results) == [0, 1, 2, 3], "each input reported once"
     by_position = dict(results)
     assert [by_position[i].status for i in range(4)] == ["done", "failed", "done", "done"]
@@ -250,3 +253,117 @@ def test_a_folder_scan_finds_dicom_files_without_a_suffix(tmp_path):
     inputs = list_inputs(tmp_path, tmp_path / "out")
     assert [key for key, _ in inputs] == ["1.2.840.113619.2.55.3", "series/IM000001"]
     assert [output_stem(path) for _, path in inputs] == ["1.2.840.113619.2.55.3", "IM000001"]
+
+
+def test_a_cluster_that_is_not_there_is_one_sentence_and_exit_2(tmp_path):
+    """``--ray HOST:PORT`` where nothing listens (a free loopback port): the run stops at once with the sentence that
+    names the address and how to start a cluster, exit 2, nothing explained; ``ray.init`` would retry for minutes.
+    """
+    pytest.importorskip("ray")
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.dcm").write_bytes(SAMPLE.read_bytes())
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{probe.getsockname()[1]}"
+    with pytest.raises(ArchiveError, match=f"no Ray cluster answers at {address} .*`ray start --head`"):
+        run_archive(tmp_path / "in", tmp_path / "out", OPTIONS, ray_address=address)
+    result = subprocess.run(
+        [sys.executable, "-m", "ChestXrayCounterfactualLib", "batch", tmp_path / "in", "--out", tmp_path / "out",
+         "--ray", address],
+        capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    sentence = (
+        f"error: no Ray cluster answers at {address} (connection refused); start one with `ray start --head` on the "
+        "head node (and `ray start --address=HEAD:PORT` on the others), or run on this machine with --ray local:N"
+    )
+    assert result.stderr.strip().splitlines() == [sentence]
+    assert not any(path.is_dir() for path in (tmp_path / "out").iterdir())
+
+
+def batch(*args):
+    return subprocess.run(
+        [sys.executable, "-m", "ChestXrayCounterfactualLib", "batch", *map(str, args)],
+        capture_output=True, text=True, timeout=600, check=False,
+    )
+
+
+def test_an_image_without_a_finding_is_a_negative_result_not_a_failure(tmp_path):
+    """Without ``--finding``, the committed samples with no finding above its threshold are recorded as negative,
+    with every finding's probability and no folder, beside the positive one explained; exit 0. A rerun keeps them;
+    ``--direction add`` gives a negative image a counterfactual that adds the absent finding nearest its threshold.
+    """
+    archive = tmp_path / "in"
+    archive.mkdir()
+    for source in (SAMPLE, JPEG_BASELINE, FALSE_MONOCHROME1):
+        (archive / source.name).write_bytes(source.read_bytes())
+    out = tmp_path / "out"
+    result = batch(archive, "--out", out, "--method", "latent-shift", "--frames", "2")
+    assert result.returncode == 0, result.stderr
+    assert "3/3 done (2 negative), 0 failed" in result.stderr
+    rows = {row["input"]: row for row in index_rows(out)}
+    assert {key: row["status"] for key, row in rows.items()} == {
+        SAMPLE.name: "done", JPEG_BASELINE.name: "negative", FALSE_MONOCHROME1.name: "negative",
+    }
+    assert rows[SAMPLE.name]["finding"] == "Cardiomegaly" and (out / rows[SAMPLE.name]["folder"]).is_dir()
+    for row in rows.values():
+        cells = dict(cell.split("=") for cell in row["probabilities"].split(";"))
+        assert set(cells) == {"Atelectasis", "Cardiomegaly", "Effusion", "Pneumothorax"}
+        assert all(0 <= float(p) <= 1 for p in cells.values())
+    for key in (JPEG_BASELINE.name, FALSE_MONOCHROME1.name):
+        assert rows[key]["folder"] == "" and rows[key]["error"].startswith("no finding is above its decision threshold")
+    assert sorted(path.name for path in out.iterdir()) == ["index.csv", rows[SAMPLE.name]["folder"]]
+    index = (out / "index.csv").read_text()
+    assert batch(archive, "--out", out, "--method", "latent-shift", "--frames", "2").returncode == 0
+    assert (out / "index.csv").read_text() == index
+    added = tmp_path / "added"
+    (tmp_path / "one").mkdir()
+    (tmp_path / "one" / JPEG_BASELINE.name).write_bytes(JPEG_BASELINE.read_bytes())
+    result = batch(tmp_path / "one", "--out", added, "--method", "latent-shift", "--frames", "2", "--direction", "add")
+    assert result.returncode == 0, result.stderr
+    (row,) = index_rows(added)
+    assert row["status"] == "done" and row["finding"]
+    record = json.loads((added / row["folder"] / "explanation.json").read_text())
+    assert record["direction"] == "add" and record["p_original"] < record["threshold"]
+
+
+class _GpuCluster(_FakeRay):
+    """The fake Ray of a cluster with 16 CPUs and 2 GPUs, recording the resources the pool asks its actors for."""
+
+    def __init__(self) -> None:
+        super().__init__(Path("none"))
+        self.resources: dict = {}
+
+    def cluster_resources(self) -> dict:
+        return {"CPU": 16.0, "GPU": 2.0}
+
+    def remote(self, _actor_class):
+        def options(**resources):
+            self.resources = resources
+            return SimpleNamespace(remote=self._actor)
+
+        return SimpleNamespace(options=options)
+
+
+@pytest.mark.parametrize(
+    ("device", "share", "gpus", "capacity", "actor_device"),
+    [
+        ("cuda:1", 1.0, 1.0, 2, "cuda"),  # Ray shows an actor only its own card, which torch numbers 0
+        ("auto", 0.5, 0.5, 4, "cuda"),
+        ("cpu", 1.0, 0, 16, "cpu"),
+        ("mps", 1.0, 0, 16, "mps"),
+    ],
+)
+def test_actors_reserve_a_gpu_only_when_their_device_is_one(device, share, gpus, capacity, actor_device):
+    cluster = _GpuCluster()
+    pool = _Pool(cluster, [], OPTIONS, None, device, 2, (print, print), share)
+    assert cluster.resources["num_gpus"] == gpus and cluster.resources["num_cpus"] == 1
+    assert (pool.capacity, pool.device) == (capacity, actor_device)
+
+
+def test_a_local_ray_instance_gets_gpus_only_for_a_device_that_may_use_them():
+    assert init_arguments("local:2", "cpu")["num_gpus"] == 0
+    assert "num_gpus" not in init_arguments("local:2", "cuda")  # Ray counts the cards itself
+    assert init_arguments("10.0.0.1:6379", "cuda") == {"address": "10.0.0.1:6379"}
+    with pytest.raises(ValueError, match="GPUs per worker"):
+        run_archive(Path("."), Path("out"), OPTIONS, ray_address="local:1", gpus_per_worker=0)

@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import pytest
 import SimpleITK as sitk
+import torch
 
 from ChestXrayCounterfactualLib import read_radiograph
 from ChestXrayCounterfactualLib.outputs.folder import FILES
@@ -105,6 +106,23 @@ def test_a_bad_option_is_a_usage_error_before_any_model_loads(tmp_path):
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "frames must be a whole number of at least 2, not 1" in result.stderr
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="torch sees a CUDA card here")
+def test_a_device_this_machine_lacks_is_one_warning_and_the_cpu(tmp_path):
+    """``--device cuda`` without a usable card: the sentence on stderr, the CPU's probabilities, exit 0."""
+    on_cpu = run("predict", SAMPLE, "--json", cwd=tmp_path)
+    asked = run("predict", SAMPLE, "--json", "--device", "cuda", cwd=tmp_path)
+    assert asked.returncode == 0 and "Traceback" not in asked.stderr
+    assert asked.stderr.count("warning: cuda was asked for but this ") == 1
+    assert "running on the CPU instead" in asked.stderr
+    assert json.loads(asked.stdout) == json.loads(on_cpu.stdout)
+
+
+def test_a_device_that_is_no_device_is_a_usage_error(tmp_path):
+    result = run("explain", SAMPLE, "--out", tmp_path / "o", "--device", "gpu", cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "device must be auto" in result.stderr and not (tmp_path / "o").exists()
 
 
 def test_explain_dicom_writes_objects_in_the_input_study(tmp_path):

@@ -12,7 +12,7 @@ import pytest
 from ChestXrayCounterfactualLib import methods
 from ChestXrayCounterfactualLib.explain import counterfactual, saliency
 from ChestXrayCounterfactualLib.options import ExplainOptions
-from ChestXrayCounterfactualLib.runs.cli import add_options, options_from
+from ChestXrayCounterfactualLib.runs.cli import _parser, add_options, options_from
 
 
 def test_every_method_name_has_one_implementation_and_nothing_else():
@@ -52,3 +52,18 @@ def test_the_command_line_offers_every_option_and_reads_back_the_defaults():
     assert options_from(parser.parse_args([])) == ExplainOptions()
     with pytest.raises(ValueError, match="frames must be"):
         options_from(parser.parse_args(["--frames", "1"]))
+
+
+@pytest.mark.parametrize(
+    "command", [["predict", "x.png"], ["explain", "x.png", "--out", "o"], ["batch", "d", "--out", "o"]],
+)
+def test_the_device_is_a_model_loading_flag_of_every_command_that_loads_models(command):
+    """``--device`` is where the models run, not what is explained: each command that loads models takes it, and it
+    is no field of the options (so the flags of :func:`add_options` stay exactly the options' fields).
+    """
+    parser = _parser()
+    assert parser.parse_args(command).device == "cpu"
+    assert parser.parse_args([*command, "--device", "CUDA:1"]).device == "cuda:1"
+    with pytest.raises(SystemExit):
+        parser.parse_args([*command, "--device", "gpu"])
+    assert "device" not in {option.name for option in fields(ExplainOptions)}

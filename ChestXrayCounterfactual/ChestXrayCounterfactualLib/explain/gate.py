@@ -179,8 +179,8 @@ def layout_cells(x: torch.Tensor, valid: torch.Tensor, grid: int) -> tuple[np.nd
     blocks that are mostly image (``inside``), so neither the window's brightness nor its contrast counts. An image
     too narrow to fill half of any block (a strip, far from a chest film's shape) is compared on the blocks it touches.
     """
-    cells = F.adaptive_avg_pool2d(x.detach().float(), grid)[0, 0].numpy().astype(np.float64)
-    covered = F.adaptive_avg_pool2d(valid.float()[None, None], grid)[0, 0].numpy()
+    cells = F.adaptive_avg_pool2d(x.detach().float(), grid)[0, 0].cpu().numpy().astype(np.float64)
+    covered = F.adaptive_avg_pool2d(valid.float()[None, None], grid)[0, 0].cpu().numpy()
     inside = covered > 0.5 if (covered > 0.5).any() else covered > 0
     shown = cells[inside]
     return (cells - shown.mean()) / (shown.std() + 1e-6) * inside, inside

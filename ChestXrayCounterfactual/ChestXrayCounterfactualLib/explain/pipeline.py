@@ -12,7 +12,7 @@ import torch
 
 from ..errors import ExplainerError, NoFindingError, NotExplainableError
 from ..inputs.radiograph import Radiograph
-from ..modelset import ModelSet, load_model_set
+from ..modelset import ModelSet, load_model_set, resolve_device
 from ..options import ExplainOptions
 from . import stages
 from .explanation import Explanation
@@ -27,11 +27,29 @@ class Explainer:
 
     >>> explainer = Explainer()                      # the bundled weights, verified
     >>> explanation = explainer.explain(read_radiograph("cxr.dcm"), ExplainOptions(finding="Cardiomegaly"))
+    >>> Explainer(device="auto")                     # the first CUDA card torch sees, else Apple mps, else the CPU
+
+    Every network, latent, saliency map and search runs on the model set's device; results come back as numpy
+    arrays on each input's own grid, whatever the device.
     """
 
-    def __init__(self, models: ModelSet | None = None) -> None:
+    def __init__(self, models: ModelSet | None = None, device: str | None = None) -> None:
+        """``device`` (``auto``, ``cpu``, ``cuda``, ``cuda:N``, ``mps``; None: where ``models`` are, the CPU for the
+        bundled set) moves the model set there, in place. When this machine cannot run on it the models go to the
+        CPU and :attr:`device_warning` says why in a sentence (so does the model set's, if it was loaded so).
+        """
         self.models = models or load_model_set()
+        self.device_warning = self.models.device_warning
+        if device is not None:
+            choice = resolve_device(device)
+            self.models.to(choice.device)
+            self.device_warning = self.models.device_warning = choice.warning
         self.ood_reference = reference_for(self.models)
+
+    @property
+    def device(self) -> torch.device:
+        """Where the models run."""
+        return self.models.device
 
     @property
     def findings(self) -> list[str]:
@@ -40,12 +58,12 @@ class Explainer:
     def model_input(self, radiograph: Radiograph) -> tuple[torch.Tensor, ModelSpaceMap]:
         """One radiograph in model space, (1, 1, S, S), and its map back to its own grid."""
         geometry = ModelSpaceMap(*radiograph.shape, size=self.models.size)
-        return geometry.to_model(radiograph.display()), geometry
+        return geometry.to_model(radiograph.display()).to(self.device), geometry
 
     @torch.no_grad()
     def probabilities(self, x: torch.Tensor) -> dict[str, float]:
         """Probability of every finding for one (1, 1, S, S) model-space image."""
-        return stages.probabilities(self.models, self.models.classifier(x)[0])
+        return stages.probabilities(self.models, self.models.classifier(x.to(self.device))[0])
 
     def predict(self, radiograph: Radiograph) -> dict[str, float]:
         """Probability of every finding of the model set; refuses what is not a frontal chest radiograph by its
@@ -174,10 +192,10 @@ def _explanation(
         saliency=on_grid,
         counterfactual=delivered.counterfactual,
         difference=delivered.difference,
-        model_original=batch.x[i, 0].numpy(),
-        model_reconstruction=reconstruction.images[k, 0].numpy(),
+        model_original=batch.x[i, 0].cpu().numpy(),
+        model_reconstruction=reconstruction.images[k, 0].cpu().numpy(),
         model_change=delivered.change,
-        model_saliency=saliency.numpy(),
+        model_saliency=saliency.cpu().numpy(),
         model_frame_changes=frame_changes,
         frame_probabilities=frame_probabilities,
         geometry=batch.geometries[i],

@@ -18,7 +18,8 @@ from ..modelset import ClassifierNetwork
 
 def _smooth(attribution: torch.Tensor, sigma: float = 2.0) -> torch.Tensor:
     radius = int(3 * sigma)
-    kernel = torch.exp(-(torch.arange(-radius, radius + 1, dtype=torch.float32) ** 2) / (2 * sigma**2))
+    offsets = torch.arange(-radius, radius + 1, dtype=torch.float32, device=attribution.device)
+    kernel = torch.exp(-(offsets**2) / (2 * sigma**2))
     kernel = kernel / kernel.sum()
     out = F.conv2d(attribution, kernel.view(1, 1, 1, -1), padding=(0, radius))
     return F.conv2d(out, kernel.view(1, 1, -1, 1), padding=(radius, 0))

@@ -111,11 +111,13 @@ def probabilities(models: ModelSet, logits: torch.Tensor) -> dict[str, float]:
 
 
 def model_space(models: ModelSet, radiographs: Sequence[Radiograph]) -> tuple[torch.Tensor, torch.Tensor, list]:
-    """(x, valid, geometries) of a batch: each radiograph's display image padded and resized into model space."""
+    """(x, valid, geometries) of a batch: each radiograph's display image padded and resized into model space, on
+    the model set's device.
+    """
     geometries = [ModelSpaceMap(*r.shape, size=models.size) for r in radiographs]
     x = torch.cat([geometry.to_model(r.display()) for r, geometry in zip(radiographs, geometries, strict=True)])
     valid = torch.stack([geometry.valid_mask().float() for geometry in geometries])
-    return x, valid, geometries
+    return x.to(models.device), valid.to(models.device), geometries
 
 
 def choose_finding(models: ModelSet, p: dict[str, float]) -> str:
@@ -125,15 +127,30 @@ def choose_finding(models: ModelSet, p: dict[str, float]) -> str:
         summary = ", ".join(f"{f} {value:.2f} < {models.thresholds[f]:.2f}" for f, value in p.items())
         raise NoFindingError(
             f"no finding is above its decision threshold ({summary}); name one with --finding to explain it anyway",
+            p,
         )
     return max(above, key=lambda f: p[f])
 
 
-def plan(models: ModelSet, index: int, p: dict[str, float], options: ExplainOptions) -> Plan:
-    """Image ``index``'s plan from the classifier's probabilities ``p``: the finding asked for (else the most
-    probable above its threshold), removed if present and added if absent unless the options say which.
+def nearest_absent_finding(models: ModelSet, p: dict[str, float]) -> str:
+    """The finding below its threshold that is nearest to it (in logits): the one to add when none is named;
+    :class:`NoFindingError` if every finding is above its threshold.
     """
-    target = models.index(options.finding or choose_finding(models, p))
+    below = [f for f, value in p.items() if value < models.thresholds[f]]
+    if not below:
+        raise NoFindingError("every finding is above its decision threshold; name one with --finding to add it", p)
+    return max(below, key=lambda f: cf.logit(p[f]) - cf.logit(models.thresholds[f]))
+
+
+def plan(models: ModelSet, index: int, p: dict[str, float], options: ExplainOptions) -> Plan:
+    """Image ``index``'s plan from the classifier's probabilities ``p``: the finding asked for (else, to add, the absent
+    finding nearest its threshold; otherwise the most probable above its threshold), removed if present and added if
+    absent unless the options say which.
+    """
+    named = options.finding
+    if named is None:
+        named = nearest_absent_finding(models, p) if options.direction == "add" else choose_finding(models, p)
+    target = models.index(named)
     finding = models.findings[target]
     threshold = models.thresholds[finding]
     direction = options.direction or ("remove" if p[finding] >= threshold else "add")
@@ -222,10 +239,10 @@ def _deliver(
     grids = []
     for plan, result in zip(plans, results, strict=True):
         radiograph, geometry = batch.radiographs[plan.index], batch.geometries[plan.index]
-        change = (result.image - batch.x[plan.index : plan.index + 1])[0, 0].numpy()
+        change = (result.image - batch.x[plan.index : plan.index + 1])[0, 0].cpu().numpy()
         difference = radiograph.display_change_to_pixels(visible_change_on_grid(geometry, change))
         counterfactual = (radiograph.pixels + difference).astype(np.float32)
-        shown = geometry.to_model(replace(radiograph, pixels=counterfactual).display())
+        shown = geometry.to_model(replace(radiograph, pixels=counterfactual).display()).to(models.device)
         grids.append((change, difference, counterfactual, shown))
     verified = models.classifier(torch.cat([shown for *_, shown in grids]))
     return [
@@ -237,7 +254,7 @@ def _deliver(
 def saliency_on_grid(batch: Batch, plans: list[Plan], saliency: torch.Tensor) -> list[np.ndarray]:
     """Each planned image's saliency map on its own grid, in [0, 1]."""
     return [
-        batch.geometries[plan.index].to_original(sal.numpy()).clip(0, 1).astype(np.float32)
+        batch.geometries[plan.index].to_original(sal.cpu().numpy()).clip(0, 1).astype(np.float32)
         for plan, sal in zip(plans, saliency, strict=True)
     ]
 
@@ -288,4 +305,4 @@ def frames(
     weight = result.weight if result.weight is not None else batch.valid[i]
     changes = (decoded - decoded[:1])[:, 0] * weight
     p = torch.sigmoid(models.classifier((batch.x[i, 0] + changes).clamp(0, 1)[:, None])[:, plan.target])
-    return [change.numpy() for change in changes], [float(v) for v in p]
+    return [change.cpu().numpy() for change in changes], [float(v) for v in p]

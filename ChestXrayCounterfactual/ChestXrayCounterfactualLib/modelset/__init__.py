@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .bundled import CARD_NAME, default_weights_dir, load_bundled, sha256_of
+from .device import DeviceChoice, resolve_device
 from .interface import AuditorModel, AutoencoderNetwork, ClassifierNetwork, ModelSet
 from .networks import AUDITOR_ARCHITECTURES, CLASSIFIER_NORMALISATION, Auditor, Autoencoder, Classifier
 from ..errors import SpecError
@@ -25,22 +26,28 @@ __all__ = [
     "AutoencoderNetwork",
     "Classifier",
     "ClassifierNetwork",
+    "DeviceChoice",
     "ModelSet",
     "SpecError",
     "default_weights_dir",
     "export_torchscript",
     "load_model_set",
+    "resolve_device",
     "sha256_of",
 ]
 
 
-def load_model_set(source: str | Path | None = None) -> ModelSet:
+def load_model_set(source: str | Path | None = None, device: str | None = None) -> ModelSet:
     """The model set ``source`` names: ``None`` for the bundled models, a weights folder with a model
-    card, or a model-set spec file; every file verified or hashed as its loader documents.
+    card, or a model-set spec file; every file verified or hashed as its loader documents. Its networks are put
+    on ``device`` (:func:`.device.resolve_device`; None: the CPU), or on the CPU with the reason in the set's
+    ``device_warning`` when this machine cannot run on the one asked for.
     """
+    choice = resolve_device(device)
     if source is None:
-        return load_bundled()
-    path = Path(source)
-    if path.is_dir() and (path / CARD_NAME).exists():
-        return load_bundled(path)
-    return load_spec(path)
+        models = load_bundled()
+    else:
+        path = Path(source)
+        models = load_bundled(path) if path.is_dir() and (path / CARD_NAME).exists() else load_spec(path)
+    models.device_warning = choice.warning
+    return models.to(choice.device)

@@ -37,6 +37,8 @@ class ClassifierNetwork(Protocol):
 
     def requires_grad_(self: _Self, requires_grad: bool = True) -> _Self: ...
 
+    def to(self: _Self, device: torch.device) -> _Self: ...
+
 
 class AutoencoderNetwork(Protocol):
     """What the engine asks of an autoencoder (``Autoencoder``, a spec's ``ExternalAutoencoder`` or a test toy).
@@ -54,6 +56,8 @@ class AutoencoderNetwork(Protocol):
     def eval(self: _Self) -> _Self: ...
 
     def requires_grad_(self: _Self, requires_grad: bool = True) -> _Self: ...
+
+    def to(self: _Self, device: torch.device) -> _Self: ...
 
 
 @dataclass
@@ -82,6 +86,19 @@ class ModelSet:
     typical: dict[str, dict[str, float]] = field(default_factory=dict)
     #: Independent classifiers whose verdict on each counterfactual is reported (empty: none).
     auditors: list[AuditorModel] = field(default_factory=list)
+    #: Where every network and direction lives; the engine puts its tensors there too (see :meth:`to`).
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    #: Why the set is on the CPU although another device was asked for (a sentence to show the user), or None.
+    device_warning: str | None = None
+
+    def to(self, device: torch.device) -> ModelSet:
+        """Move every network (auditors included) and direction to ``device``, in place; returns the set."""
+        networks: list[ClassifierNetwork | AutoencoderNetwork] = [self.classifier, self.autoencoder]
+        for network in networks + [auditor.network for auditor in self.auditors]:
+            network.to(device)
+        self.directions = {finding: tensor.to(device) for finding, tensor in self.directions.items()}
+        self.device = device
+        return self
 
     @property
     def findings(self) -> list[str]:

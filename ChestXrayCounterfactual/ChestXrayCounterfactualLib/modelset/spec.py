@@ -47,7 +47,9 @@ def _to_network(x: torch.Tensor, normalisation: str, channels: int) -> torch.Ten
     if normalisation == "xrv":
         return (2 * x - 1) * 1024
     if normalisation == "imagenet":
-        mean, std = (torch.tensor(v, dtype=x.dtype).view(1, -1, 1, 1)[:, : x.shape[1]] for v in IMAGENET)
+        mean, std = (
+            torch.tensor(v, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)[:, : x.shape[1]] for v in IMAGENET
+        )
         return (x - mean) / std
     return x
 
@@ -331,7 +333,7 @@ def export_torchscript(models: ModelSet, out: str | Path) -> Path:
     """The model set as TorchScript files plus a spec that loads them; returns the spec's path."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    x = torch.rand(1, 1, models.size, models.size)
+    x = torch.rand(1, 1, models.size, models.size, device=models.device)
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         z = models.autoencoder.encode(x)

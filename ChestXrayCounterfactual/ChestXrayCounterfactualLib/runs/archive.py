@@ -21,7 +21,8 @@ from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from .index import NAME, IndexAppender, Row, make_row, read_index, rewrite_index
+from .index import NAME, IndexAppender, Row, make_row, probabilities_text, read_index, rewrite_index
+from ..methods import check_device
 from ..options import ExplainOptions
 from .files import FileResult, explain_work, folder_name, is_input_file
 from ..errors import ArchiveError
@@ -46,12 +47,15 @@ class ArchiveInput:
 class ArchiveProgress:
     """Where a run stands, given to the ``progress`` callback after each row and each lost worker.
 
-    ``done`` counts inputs with a complete output (this run's and earlier ones'), ``explained`` only this run's.
-    A call is about either ``last``, the row that just landed, or ``message``, a sentence on a lost worker.
+    ``done`` counts inputs with a complete result (this run's and earlier ones'; ``negative`` of them had no finding
+    to explain), ``explained`` only this run's explanations.
+    A call is about either ``last``, the row that just landed, or ``message``, a sentence on a lost worker or on the
+    device the models could not run on.
     """
 
     total: int
     done: int = 0
+    negative: int = 0
     failed: int = 0
     explained: int = 0
     workers_lost: int = 0
@@ -65,15 +69,18 @@ class ArchiveProgress:
             self.failed += 1
         else:
             self.done += 1
+            self.negative += row["status"] == "negative"
 
     def rate(self) -> float:
         """Explanations made by this run per minute since it started."""
         return self.explained / max(time.monotonic() - self.started, 1e-9) * 60
 
     def line(self) -> str:
-        """One line such as "12/100 done, 1 failed, 3.2 explanations/min" (and lost workers, if any)."""
+        """One line such as "12/100 done (3 negative), 1 failed, 3.2 explanations/min" (and lost workers, if any)."""
         lost = f", {self.workers_lost} workers lost (their inputs resent)" if self.workers_lost else ""
-        return f"{self.done}/{self.total} done, {self.failed} failed, {self.rate():.1f} explanations/min{lost}"
+        negative = f" ({self.negative} negative)" if self.negative else ""
+        rate = f"{self.rate():.1f} explanations/min"
+        return f"{self.done}/{self.total} done{negative}, {self.failed} failed, {rate}{lost}"
 
 
 def list_inputs(source: Path, out: Path) -> list[tuple[str, Path]]:
@@ -138,6 +145,7 @@ def _record_row(item: ArchiveInput, status: str, record: Mapping) -> Row:
         flipped=record["flipped"],
         seconds=record["seconds"]["total"],
         folder=item.folder.name,
+        probabilities=probabilities_text(record.get("probabilities_original", {})),
     )
 
 
@@ -154,6 +162,9 @@ def _folder_row(item: ArchiveInput, status: str) -> Row:
 def _result_row(item: ArchiveInput, result: FileResult) -> Row:
     if result.status == "failed":
         return make_row(input=item.key, status="failed", error=result.error, folder=item.folder.name)
+    if result.status == "negative":
+        probabilities = probabilities_text(result.probabilities)
+        return make_row(input=item.key, status="negative", error=result.error, probabilities=probabilities)
     if result.status == "skipped":  # completed by a worker that died before it could report it
         return _folder_row(item, "done")
     assert result.record is not None  # a "done" result always carries its record
@@ -165,14 +176,31 @@ def _finished(row: Row | None, item: ArchiveInput) -> bool:
     return row is not None and row["status"] in ("done", "skipped") and row["folder"] == item.folder.name
 
 
+def _still_negative(row: Row | None, options: ExplainOptions) -> bool:
+    """Whether an earlier run's ``row`` found the input negative and these options would find it so again (no
+    finding named, nothing to add, not told to redo everything).
+    """
+    undirected = options.finding is None and options.direction != "add"
+    return row is not None and row["status"] == "negative" and undirected and not options.overwrite
+
+
 def _explain_here(
-    work: list[tuple[Path, Path]], options: ExplainOptions, models: str | Path | None, batch_size: int,
+    work: list[tuple[Path, Path]],
+    options: ExplainOptions,
+    models: str | Path | None,
+    device: str | None,
+    batch_size: int,
+    warn: Callable[[str], None],
 ) -> Generator[tuple[int, FileResult], None, None]:
-    """The in-process executor: the model set loaded once (only if there is work), batches one after another."""
+    """The in-process executor: the model set loaded once on ``device`` (only if there is work; ``warn`` is told
+    why it is on the CPU if it could not go there), batches one after another.
+    """
     from ..explain.pipeline import Explainer
     from ..modelset import load_model_set
 
-    explainer = Explainer(load_model_set(models)) if work else None
+    explainer = Explainer(load_model_set(models, device)) if work else None
+    if explainer is not None and explainer.device_warning:
+        warn(explainer.device_warning)
     for start in range(0, len(work), batch_size):
         for offset, result in enumerate(explain_work(work[start : start + batch_size], explainer, options)):
             yield start + offset, result
@@ -198,6 +226,8 @@ def run_archive(
     workers: int | None = None,
     batch_size: int = 8,
     models: str | Path | None = None,
+    device: str | None = None,
+    gpus_per_worker: float = 1.0,
     progress: Callable[[ArchiveProgress], None] | None = None,
 ) -> ArchiveProgress:
     """Explain every input that ``inputs`` (a folder or a CSV manifest) names into ``out``; returns the final tally.
@@ -205,13 +235,20 @@ def run_archive(
     Files are explained in batches of ``batch_size`` (one batched engine call each). Without ``ray_address`` the
     batches are explained here, one after another (Ray is not imported). With it (``auto``, a cluster's address,
     or ``local:N`` for a local instance of N worker processes) they go to ``workers`` Ray actors (default: one
-    per GPU, else per CPU of the cluster), each loading ``models`` (a spec or weights folder as ``--models``
-    takes; default the bundled set) once. Inputs and ``out`` must lie at the same path on every node. Raises
+    per GPU if ``device`` may use one, else per CPU of the cluster), each loading ``models`` (a spec or weights
+    folder as ``--models`` takes; default the bundled set) once. The models run on ``device`` (as
+    :func:`..modelset.load_model_set` takes it); one that cannot be used is reported through ``progress``, and the
+    CPU used; on Ray, an actor whose device is a GPU reserves ``gpus_per_worker`` of one (a fraction shares a
+    card among actors). Inputs and ``out`` must lie at the same path on every node. Raises
     :class:`ArchiveError` (or ``ValueError`` for a bad option) if the run cannot start; a bad input is a failed
     row, never an exception.
     """
     if (workers is not None and workers < 1) or batch_size < 1:
         raise ValueError(f"workers and batch size must be at least 1, not {workers} and {batch_size}")
+    if not 0 < gpus_per_worker <= 1:
+        raise ValueError(f"GPUs per worker must be more than 0 and at most 1, not {gpus_per_worker}")
+    if device is not None:
+        check_device(device)
     if ray_address is not None and importlib.util.find_spec("ray") is None:
         raise ArchiveError("Ray is not installed: pip install 'chestxraycounterfactual[archive]' (or ray)")
     out = Path(out)
@@ -230,16 +267,21 @@ def run_archive(
         if progress:
             progress(tally)
 
-    def lost(message: str) -> None:
-        tally.workers_lost += 1
+    def warn(message: str) -> None:
         tally.last, tally.message = None, message
         if progress:
             progress(tally)
 
+    def lost(message: str) -> None:
+        tally.workers_lost += 1
+        warn(message)
+
     try:
         todo = []
         for item in planned:
-            if options.overwrite or not (item.folder / RECORD).exists():
+            if _still_negative(previous.get(item.key), options):
+                land(item.key, previous[item.key])
+            elif options.overwrite or not (item.folder / RECORD).exists():
                 todo.append(item)
             elif _finished(previous.get(item.key), item):
                 land(item.key, previous[item.key])
@@ -248,7 +290,7 @@ def run_archive(
         work = [(item.path, item.folder) for item in todo]
         results: Generator[tuple[int, FileResult], None, None]
         if ray_address is None or not work:
-            results = _explain_here(work, options, models, batch_size)
+            results = _explain_here(work, options, models, device, batch_size, warn)
         else:
             from .ray_actors import explain_on_ray
 
@@ -257,9 +299,12 @@ def run_archive(
                 options,
                 address=ray_address,
                 models=models,
+                device=device,
+                gpus_per_worker=gpus_per_worker,
                 workers=workers,
                 batch_size=batch_size,
                 on_worker_lost=lost,
+                on_warning=warn,
             )
         with closing(results):  # stops the workers (and a Ray instance started here) even if landing a row fails
             for position, result in results:

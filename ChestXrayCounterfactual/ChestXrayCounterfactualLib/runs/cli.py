@@ -64,13 +64,35 @@ def options_from(args: argparse.Namespace) -> ExplainOptions:
     return ExplainOptions(**values)
 
 
+def _device(request: str) -> str:
+    """``--device``'s value checked (:func:`..methods.check_device`), so a bad one is a usage error."""
+    try:
+        return methods.check_device(request)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _add_device(parser: argparse.ArgumentParser) -> None:
+    """``--device``: where the models run. A model-loading option like ``--models``, not an :class:`ExplainOptions`
+    field: what is explained and how does not depend on it, and results are the same numpy arrays on every device.
+    """
+    parser.add_argument(
+        "--device",
+        type=_device,
+        default=methods.DEFAULT_DEVICE,
+        help=f"where the models run: {methods.DEVICE_HELP} (default {methods.DEFAULT_DEVICE}); one that this "
+        "machine cannot run on is named in a warning and the CPU is used",
+    )
+
+
 def _explain_options() -> argparse.ArgumentParser:
-    """The options ``explain`` and ``batch`` share (a parent parser): ``--out``, :func:`add_options` and the
-    PACS destinations.
+    """The options ``explain`` and ``batch`` share (a parent parser): ``--out``, :func:`add_options`, ``--device``
+    and the PACS destinations.
     """
     parent = argparse.ArgumentParser(add_help=False)
     parent.add_argument("--out", required=True, type=Path, help="output folder; one subfolder per input")
     add_options(parent)
+    _add_device(parent)
     _add_delivery_options(parent)
     return parent
 
@@ -115,6 +137,7 @@ def _parser() -> argparse.ArgumentParser:
     predict = sub.add_parser("predict", help="probability of every finding")
     predict.add_argument("files", nargs="+", type=Path)
     predict.add_argument("--json", action="store_true", help="print one JSON document")
+    _add_device(predict)
     shared = _explain_options()
     explain = sub.add_parser("explain", parents=[shared], help="saliency map and counterfactual for one finding")
     explain.add_argument("files", nargs="+", type=Path)
@@ -135,6 +158,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     batch.add_argument("--workers", type=int, help="Ray actors (default: one per GPU, else per CPU of the cluster)")
     batch.add_argument("--batch-size", type=int, default=8, help="inputs sent to a Ray actor at a time (default 8)")
+    batch.add_argument(
+        "--gpus-per-worker",
+        type=float,
+        default=1.0,
+        help="share of a GPU each Ray actor reserves when --device is cuda or auto on a cluster with GPUs "
+        "(default 1; 0.5: two actors per card)",
+    )
     return parser
 
 
@@ -207,12 +237,14 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exception(error)
 
     try:
-        explainer = Explainer(load_model_set(args.models))
+        explainer = Explainer(load_model_set(args.models, getattr(args, "device", None)))
     except ExplainerError as error:
         if args.debug:
             traceback.print_exc()
         print(f"error: {error}", file=sys.stderr)
         return 2
+    if explainer.device_warning:
+        _say(f"warning: {explainer.device_warning}")
     if args.command == "export-torchscript":
         print(export_torchscript(explainer.models, args.out))
         return 0
@@ -247,7 +279,7 @@ def _deliver_results(results, targets) -> int:
 def _report(result) -> None:
     for warning in result.warnings:
         _say(f"warning: {result.input}: {warning}")
-    if result.status == "done":
+    if result.status in ("done", "negative"):
         print(result.summary())
     else:
         _say(result.summary())
@@ -315,6 +347,8 @@ def _batch(args: argparse.Namespace) -> int:
                 workers=args.workers,
                 batch_size=args.batch_size,
                 models=args.models,
+                device=args.device,
+                gpus_per_worker=args.gpus_per_worker,
                 progress=_ArchiveReport(),
             )
     except (ExplainerError, ValueError) as error:

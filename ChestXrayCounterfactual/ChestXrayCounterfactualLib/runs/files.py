@@ -2,8 +2,9 @@
 Slicer module's batch use (``ChestXrayCounterfactualLogic.explainFiles``).
 
 The options (:class:`..options.ExplainOptions`) were checked when they were made, before any file is touched. A
-file that cannot be read
-or explained becomes a failed :class:`FileResult` with a one-line reason; the other files go on.
+file that cannot be read or explained becomes a failed :class:`FileResult` with a one-line reason; the other files
+go on. A radiograph with no finding above its threshold, when none was named, is a result: "negative", with every
+finding's probability and no output folder.
 Every output folder is written atomically (see :func:`..outputs.folder.write_explanation`).
 """
 
@@ -14,7 +15,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import ExplainerError
+from ..errors import ExplainerError, NoFindingError
 from ..inputs.dicom import is_dicom_file
 from ..explain.records import outcome_line
 from ..options import ExplainOptions
@@ -24,7 +25,10 @@ _SUFFIXES = (".nii.gz", ".dcm", ".dicom", ".png", ".jpg", ".jpeg", ".nrrd", ".nh
 
 @dataclass
 class FileResult:
-    """What happened to one input: ``status`` is "done", "skipped" (output exists) or "failed"."""
+    """What happened to one input: ``status`` is "done", "skipped" (output exists), "negative" (no finding above its
+    threshold and none named: nothing to explain, no folder; ``error`` holds the sentence) or "failed".
+    ``probabilities`` is the classifier's probability of every finding on the input, where it was classified.
+    """
 
     input: Path
     status: str
@@ -32,11 +36,14 @@ class FileResult:
     record: dict | None = None
     error: str | None = None
     warnings: list[str] = field(default_factory=list)
+    probabilities: dict[str, float] = field(default_factory=dict)
 
     def summary(self) -> str:
         """One line for a console or a status bar."""
         if self.status == "failed":
             return f"error: {self.error}"
+        if self.status == "negative":
+            return f"{self.input}: negative: {self.error}"
         if self.status == "skipped":
             return f"note: {self.input}: {self.folder} exists, skipped (overwrite to redo)"
         assert self.record is not None  # a "done" result always carries its record
@@ -128,8 +135,13 @@ def explain_work(
                 outcomes.append(error)
     for k, outcome in zip(keys, outcomes, strict=True):
         try:
+            if isinstance(outcome, NoFindingError):
+                results[k].status, results[k].error = "negative", str(outcome)
+                results[k].probabilities, results[k].folder = outcome.probabilities, None
+                continue
             if isinstance(outcome, BaseException):
                 raise outcome
+            results[k].probabilities = dict(outcome.probabilities)
             outcome.record_time("read", read_seconds[k])
             results[k].record = write_explanation(
                 work[k][1],

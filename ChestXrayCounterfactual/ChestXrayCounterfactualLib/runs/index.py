@@ -17,12 +17,18 @@ from pathlib import Path
 NAME = "index.csv"
 COLUMNS = (
     "input", "status", "error", "finding", "p_original", "p_counterfactual", "flipped", "seconds", "folder", "sent",
+    "probabilities",
 )
-#: Indexes written before the ``sent`` column (what ``--send``/``--stow`` delivered) have one column less.
-OLDER_COLUMNS = COLUMNS[:-1]
+#: Indexes written before the ``sent`` (what ``--send``/``--stow`` delivered) and ``probabilities`` columns.
+OLDER_COLUMNS = COLUMNS[:-2]
 
 #: One row: every column of :data:`COLUMNS`, as text ("" where it does not apply).
 Row = dict[str, str]
+
+
+def probabilities_text(probabilities: Mapping[str, float]) -> str:
+    """Every finding's probability as one index cell: ``Atelectasis=0.123456;Cardiomegaly=0.987654;...``."""
+    return ";".join(f"{finding}={p:.6f}" for finding, p in probabilities.items())
 
 
 def make_row(**values: object) -> Row:
@@ -47,13 +53,14 @@ def _complete_text(path: Path) -> str:
 
 def read_index(path: Path) -> dict[str, Row]:
     """The rows of the index at ``path`` by input (the last row of an input wins); empty if there is none.
-    Lines cut short or with the wrong number of fields are ignored.
+    Lines cut short or with the wrong number of fields are ignored; rows of an index written before the ``sent``
+    and ``probabilities`` columns get them empty.
     """
     rows: dict[str, Row] = {}
     lines = _complete_text(path).splitlines()
     for fields in csv.reader(lines[1:]):
         if len(fields) == len(OLDER_COLUMNS):
-            fields.append("")
+            fields += [""] * (len(COLUMNS) - len(OLDER_COLUMNS))
         if len(fields) == len(COLUMNS):
             row = dict(zip(COLUMNS, fields, strict=True))
             rows[row["input"]] = row

@@ -19,6 +19,7 @@ from typing import Any
 
 from ..errors import ArchiveError, ExplainerError
 from ..options import ExplainOptions
+from .cluster import check_cluster
 from .files import FileResult, explain_work
 
 #: How many worker processes may die with an input in their batch before it is reported as failed.
@@ -29,39 +30,50 @@ Work = Sequence[tuple[Path, Path]]
 
 
 class ArchiveWorker:
-    """One Ray actor: the model set loaded once, then batch after batch of inputs explained."""
+    """One Ray actor: the model set loaded once, on its device, then batch after batch of inputs explained."""
 
-    def __init__(self, models: str | Path | None, options: ExplainOptions) -> None:
+    def __init__(self, models: str | Path | None, options: ExplainOptions, device: str | None) -> None:
         from ..explain.pipeline import Explainer
         from ..modelset import load_model_set
 
         self.options = options
         self.problem: str | None = None
+        self.warning: str | None = None
         try:
-            # The place for the GPU: with num_gpus=1 Ray gives this actor one GPU (CUDA_VISIBLE_DEVICES). The
-            # engine runs its models on the CPU today; once Explainer takes a device, move its models to cuda here.
-            self.explainer = Explainer(load_model_set(models))
+            self.explainer = Explainer(load_model_set(models, device))
+            self.warning = self.explainer.device_warning
         except ExplainerError as error:  # reported by ready(), so the driver can stop with the sentence
             self.problem = str(error)
 
-    def ready(self) -> str | None:
-        """None once the models are loaded, else the sentence that says why they could not be."""
-        return self.problem
+    def ready(self) -> tuple[str | None, str | None]:
+        """(None once the models are loaded, else the sentence that says why they could not be; the sentence that
+        says why they run on the CPU although another device was asked for, or None).
+        """
+        return self.problem, self.warning
 
     def explain(self, batch: list[tuple[Path, Path]]) -> list[FileResult]:
         """Explain each (input, output folder) of ``batch`` in one batched engine call; one result each, in order."""
         return explain_work(batch, self.explainer, self.options)
 
 
-def init_arguments(address: str) -> dict[str, Any]:
+def gpu_wanted(device: str | None, gpus: int) -> bool:
+    """Whether each actor reserves a GPU: ``device`` is ``auto`` or names CUDA, and the cluster has ``gpus``
+    (without any, the actors run where ``device`` resolves on their node, and say so if that is the CPU).
+    """
+    return gpus > 0 and device is not None and (device == "auto" or device.startswith("cuda"))
+
+
+def init_arguments(address: str, device: str | None = None) -> dict[str, Any]:
     """``ray.init`` keywords for ``--ray``: ``local:N`` starts a local Ray instance with N CPUs (so N worker
-    processes) and no dashboard; anything else (``auto``, ``HOST:PORT``, ``ray://...``) names a running cluster.
+    processes) and no dashboard, and the GPUs Ray finds only if ``device`` may use one (``auto``, ``cuda...``);
+    anything else (``auto``, ``HOST:PORT``, ``ray://...``) names a running cluster.
     """
     if address.startswith("local:"):
         count = address.removeprefix("local:")
         if not count.isdigit() or int(count) < 1:
             raise ValueError(f"--ray local:N needs a whole number of worker processes, at least 1, not {count!r}")
-        return {"address": "local", "num_cpus": int(count), "num_gpus": 0, "include_dashboard": False}
+        arguments: dict[str, Any] = {"address": "local", "num_cpus": int(count), "include_dashboard": False}
+        return arguments if gpu_wanted(device, 1) else {**arguments, "num_gpus": 0}
     return {"address": address}
 
 
@@ -71,23 +83,32 @@ def explain_on_ray(
     *,
     address: str,
     models: str | Path | None,
+    device: str | None = None,
+    gpus_per_worker: float = 1.0,
     workers: int | None,
     batch_size: int,
     on_worker_lost: Callable[[str], None],
+    on_warning: Callable[[str], None] = lambda message: None,
 ) -> Generator[tuple[int, FileResult], None, None]:
     """Explain ``work`` on Ray and yield (position in ``work``, result) as results land, once per input.
 
     Connects to (or, for ``local:N``, starts) the cluster ``address`` names, unless this process is already
-    connected, and disconnects at the end only if it connected. ``workers`` defaults to one actor per GPU of
-    the cluster, or per CPU if it has none. ``on_worker_lost`` is told, in a sentence, of each worker process
-    that died; its inputs are resubmitted.
+    connected (:class:`ArchiveError`, at once, if no cluster answers there: :func:`.cluster.check_cluster`), and
+    disconnects at the end only if it connected. Each actor loads the models on ``device``
+    (:func:`gpu_wanted`: one that asks for a GPU reserves ``gpus_per_worker`` of one per actor, a fraction to share
+    a card). ``workers`` defaults to as many actors as the cluster's GPUs hold when the actors want them, else one
+    per CPU. ``on_worker_lost`` is told, in a sentence, of each
+    worker process that died; its inputs are resubmitted. ``on_warning`` is told once why the models run on the
+    CPU, if a worker could not use ``device``.
     """
     import ray
 
     connected_here = not ray.is_initialized()
     if connected_here:
-        ray.init(**init_arguments(address))
-    pool = _Pool(ray, work, options, models, batch_size, on_worker_lost)
+        if not address.startswith("local:"):
+            check_cluster(address)
+        ray.init(**init_arguments(address, device))
+    pool = _Pool(ray, work, options, models, device, batch_size, (on_worker_lost, on_warning), gpus_per_worker)
     try:
         yield from pool.run(workers)
     finally:
@@ -105,14 +126,17 @@ class _Pool:
         work: Work,
         options: ExplainOptions,
         models: str | Path | None,
+        device: str | None,
         batch_size: int,
-        on_worker_lost: Callable[[str], None],
+        tell: tuple[Callable[[str], None], Callable[[str], None]],
+        gpus_per_worker: float = 1.0,
     ) -> None:
         self.ray = ray
         self.work = work
         self.options = options
         self.models = str(models) if models is not None else None
-        self.on_worker_lost = on_worker_lost
+        self.on_worker_lost, self.on_warning = tell
+        self.warned = False
         self.queue = deque(
             list(range(start, min(start + batch_size, len(work)))) for start in range(0, len(work), batch_size)
         )
@@ -123,9 +147,12 @@ class _Pool:
         self.actors: list[Any] = []
         self.deaths_at_start = 0
         gpus = int(ray.cluster_resources().get("GPU", 0))
-        self.capacity = gpus or int(ray.cluster_resources().get("CPU", 1))
+        wants_gpu = gpu_wanted(device, gpus)
+        # Ray shows a GPU actor only its own card (CUDA_VISIBLE_DEVICES), which torch then numbers 0.
+        self.device = "cuda" if wants_gpu else device
+        self.capacity = int(gpus / gpus_per_worker) if wants_gpu else int(ray.cluster_resources().get("CPU", 1))
         self.actor_class = ray.remote(ArchiveWorker).options(
-            num_cpus=1, num_gpus=1 if gpus else 0, max_restarts=0, max_task_retries=0,
+            num_cpus=1, num_gpus=gpus_per_worker if wants_gpu else 0, max_restarts=0, max_task_retries=0,
         )
 
     def run(self, workers: int | None) -> Iterator[tuple[int, FileResult]]:
@@ -150,7 +177,7 @@ class _Pool:
                 yield from zip(positions, results, strict=True)
 
     def _start_actor(self) -> None:
-        actor = self.actor_class.remote(self.models, self.options)
+        actor = self.actor_class.remote(self.models, self.options, self.device)
         self.actors.append(actor)
         self.starting[actor.ready.remote()] = actor
 
@@ -158,7 +185,7 @@ class _Pool:
         """Put a new actor to work, replace it if its process died, or stop the run if it cannot ever work."""
         actor = self.starting.pop(reference)
         try:
-            problem = self.ray.get(reference)
+            problem, warning = self.ray.get(reference)
         except self.ray.exceptions.RayActorError as error:
             self.deaths_at_start += 1
             if error.actor_init_failed or self.deaths_at_start > DEATHS_BEFORE_FAILING * len(self.actors):
@@ -167,6 +194,9 @@ class _Pool:
             return
         if problem:
             raise ArchiveError(f"a Ray worker could not load the model set: {problem}")
+        if warning and not self.warned:
+            self.warned = True
+            self.on_warning(f"a Ray worker: {warning}")
         self.idle.append(actor)
 
     def _replace(self, actor: Any, message: str) -> None:
