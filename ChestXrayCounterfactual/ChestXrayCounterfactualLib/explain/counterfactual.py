@@ -215,6 +215,11 @@ class Counterfactual:
     weight: torch.Tensor | None = None  # the (S, S) weight applied to changes, when not the valid area
 
 
+def _unchanged(problem: LatentProblem, reason: str) -> Counterfactual:
+    """The input itself, not crossed: a method that has nothing to move along says why in ``details``."""
+    return Counterfactual(problem.latent, problem.x, problem.logits, False, details={"reason": reason})
+
+
 def _regula_falsi(lo_a: float, lo_h: float, hi_a: float, hi_h: float) -> float:
     """Where the line through (lo_a, lo_h) and (hi_a, hi_h) crosses zero, kept inside the bracket."""
     a = lo_a + (hi_a - lo_a) * (-lo_h) / max(hi_h - lo_h, 1e-6)
@@ -305,13 +310,7 @@ def latent_shift(problem: LatentProblem, frames: int = 8, hold_others: bool = Fa
         gradient = answer.gradients[0]
     norm = gradient.norm()
     if norm == 0:
-        return Counterfactual(
-            problem.latent,
-            problem.x,
-            problem.logits,
-            False,
-            details={"reason": "the classifier's gradient is zero on this image"},
-        )
+        return _unchanged(problem, "the classifier's gradient is zero on this image")
     result = yield from line_search(problem, problem.sign * gradient / norm)
     result.path = path_between(problem.latent, result.latent, frames)
     return result
@@ -401,13 +400,7 @@ def along_directions(problem: LatentProblem, directions: torch.Tensor, frames: i
         if attempt.crossed:
             break
     if attempt is None:
-        return Counterfactual(
-            problem.latent,
-            problem.x,
-            problem.logits,
-            False,
-            details={"reason": "no stored directions for this finding"},
-        )
+        return _unchanged(problem, "no stored directions for this finding")
     attempt.path = path_between(problem.latent, attempt.latent, frames)
     attempt.details["evaluations"] = problem.evaluations
     return attempt
