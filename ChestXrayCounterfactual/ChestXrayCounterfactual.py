@@ -179,8 +179,11 @@ class ChestXrayCounterfactualWidget(ScriptedLoadableModuleWidget, VTKObservation
             widget.enabled = explained
         self.ui.playButton.enabled = bool(explained and p.sequenceBrowser)
         self.ui.exportDicomButton.enabled = bool(explained and self._explanation is not None)
-        # Radiographs only: this module's results are not offered as an input.
-        self.ui.inputSelector.sortFilterProxyModel().hiddenNodeIDs = self.logic.resultVolumeIDs()
+        # Radiographs only: this module's results are not offered as an input (set only when they change, since
+        # each assignment makes the selector filter the scene again).
+        proxy, results = self.ui.inputSelector.sortFilterProxyModel(), self.logic.resultVolumeIDs()
+        if list(proxy.hiddenNodeIDs) != results:
+            proxy.hiddenNodeIDs = results
 
     def _requirementsReady(self) -> bool:
         """Check (and with consent install) the requirements; a failure is shown, and the action stops.
