@@ -81,8 +81,8 @@ def _refuse_upgrades(missing: list[str], installed: dict[str, str]) -> None:
     """
     from packaging.requirements import Requirement
 
-    clashes = [(line, installed[canonical(Requirement(line).name)]) for line in missing
-               if canonical(Requirement(line).name) in installed]
+    names = {line: canonical(Requirement(line).name) for line in missing}
+    clashes = [(line, installed[name]) for line, name in names.items() if name in installed]
     if clashes:
         found = ", ".join(f"{line} (installed: {version})" for line, version in clashes)
         raise RequirementsError(
