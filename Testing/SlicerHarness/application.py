@@ -683,14 +683,12 @@ class Harness:
         """
         for panel in reversed(self.panels):
             widget = panel.__dict__.pop("_python", None)
-            if widget is not None and shiboken6.isValid(panel):
+            if widget is not None:
                 widget.cleanup()
-            if shiboken6.isValid(panel):
-                shiboken6.delete(panel)
         self.panels.clear()
-        # Then every window of this application (the main window with the dialogs parented to it, the slice
-        # views): left alive, the next harness's slicer.util.mainWindow() could find this one and parent a
-        # dialog to a window that is deleted mid-run.
+        # Then every window of this application, the panels among them (the main window with the dialogs
+        # parented to it, the slice views): left alive, the next harness's slicer.util.mainWindow() could find
+        # this one and parent a dialog to a window that is deleted mid-run.
         for window in QtWidgets.QApplication.topLevelWidgets():
             if shiboken6.isValid(window):
                 shiboken6.delete(window)
