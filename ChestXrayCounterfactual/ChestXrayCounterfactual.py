@@ -30,7 +30,12 @@ from slicer.ScriptedLoadableModule import (
 from slicer.util import VTKObservationMixin
 
 from ChestXrayCounterfactualSlicer import bridge, database, requirements, views, volumes
-from ChestXrayCounterfactualSlicer.bridge import CancelledError, input_lines, methods  # names only: no torch
+from ChestXrayCounterfactualSlicer.bridge import (  # names only: no torch
+    CancelledError,
+    input_lines,
+    methods,
+    strength_line,
+)
 
 LAYERS = ["original", "counterfactual", "difference"]
 SAMPLE = "nih_chest_pa_cardiomegaly.dcm"
@@ -309,7 +314,9 @@ class ChestXrayCounterfactualWidget(ScriptedLoadableModuleWidget, VTKObservation
                     p.differenceVolume = nodes["difference"]
                     p.sequenceBrowser = nodes["sequence_browser"]
                 explanation = nodes["explanation"]
-                self.ui.statusLabel.text = "\n".join([explanation.summary(), *input_lines(explanation.record())])
+                record = explanation.record()
+                lines = [explanation.summary(), strength_line(record), *input_lines(record)]
+                self.ui.statusLabel.text = "\n".join(lines)
                 self.ui.layerComboBox.setCurrentIndex(0)
                 self.logic.setSaliencyOpacity(p.saliencyOpacity)
         finally:

@@ -9,11 +9,13 @@ here, one function there, and its test.
 
 COUNTERFACTUAL_METHODS = {
     "local": "saliency-guided local counterfactual: the change stays in the classifier's most salient region",
+    "manifold": "local counterfactual on the data manifold: latent steps within the principal subspace of the "
+    "training radiographs' latents, the change kept in the classifier's most salient region",
     "latent-shift": "Latent Shift (Gifsplanation): move the latent along the finding's gradient to the threshold",
     "directions": "EigenFind-style latent directions stored with the model set; the first that crosses",
 }
 #: The method the engine uses unless told otherwise: the benchmark's winner (Testing/benchmarks/README.md).
-DEFAULT_COUNTERFACTUAL = "local"
+DEFAULT_COUNTERFACTUAL = "manifold"
 
 SALIENCY_METHODS = {
     "grad-cam": "Grad-CAM on the classifier's last convolutional stage (captum LayerGradCam)",
@@ -31,11 +33,12 @@ STRENGTHS = {
     "typical": "to the probability of a typical image without the finding (with it, when adding): the median of "
     "the validation images, stored with the model set",
 }
-#: How far a counterfactual goes unless told otherwise (see Testing/benchmarks/README.md for the figures).
-DEFAULT_STRENGTH = "threshold"
+#: How far a counterfactual goes unless told otherwise, on a model set that stores typical probabilities ("threshold"
+#: on one that does not): see Testing/benchmarks/README.md for the figures.
+DEFAULT_STRENGTH = "typical"
 
 
-def check(counterfactual: str, saliency: str, direction: str | None = None, strength: str = DEFAULT_STRENGTH) -> None:
+def check(counterfactual: str, saliency: str, direction: str | None = None, strength: str | None = None) -> None:
     """Raise ``ValueError`` with a sentence for an unknown method, direction or strength."""
     if counterfactual not in COUNTERFACTUAL_METHODS:
         raise ValueError(f"unknown method {counterfactual!r}; choose from {', '.join(COUNTERFACTUAL_METHODS)}")
@@ -43,7 +46,7 @@ def check(counterfactual: str, saliency: str, direction: str | None = None, stre
         raise ValueError(f"unknown saliency method {saliency!r}; choose from {', '.join(SALIENCY_METHODS)}")
     if direction is not None and direction not in DIRECTIONS:
         raise ValueError(f"unknown direction {direction!r}; choose remove or add")
-    if strength not in STRENGTHS:
+    if strength is not None and strength not in STRENGTHS:
         raise ValueError(f"unknown strength {strength!r}; choose from {', '.join(STRENGTHS)}")
 
 

@@ -19,15 +19,16 @@ DEFAULT_FRAMES = 8
 @dataclass(frozen=True, kw_only=True)
 class ExplainOptions:
     """What to explain (``finding``; None: the most probable above its threshold), how (``method``, ``saliency``,
-    ``direction``, None: remove the finding if present, add it if absent; ``strength``; ``frames`` of the
-    animation) and how the results are written (``overwrite`` existing folders, ``anonymize``, also ``dicom``).
+    ``direction``, None: remove the finding if present, add it if absent; ``strength``, None: the default for the
+    model set, see :data:`methods.DEFAULT_STRENGTH`; ``frames`` of the animation) and how the results are written
+    (``overwrite`` existing folders, ``anonymize``, also ``dicom``).
     """
 
     finding: str | None = None
     method: str = methods.DEFAULT_COUNTERFACTUAL
     saliency: str = methods.DEFAULT_SALIENCY
     direction: str | None = None
-    strength: str = methods.DEFAULT_STRENGTH
+    strength: str | None = None
     frames: int = DEFAULT_FRAMES
     overwrite: bool = False
     anonymize: bool = False

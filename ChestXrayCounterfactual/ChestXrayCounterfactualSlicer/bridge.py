@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from ChestXrayCounterfactualLib import methods
 from ChestXrayCounterfactualLib.errors import CancelledError
-from ChestXrayCounterfactualLib.explain.records import input_lines
+from ChestXrayCounterfactualLib.explain.records import input_lines, strength_line
 from ChestXrayCounterfactualLib.options import ExplainOptions
 from ChestXrayCounterfactualLib.runs.cli import add_options, options_from
 from ChestXrayCounterfactualLib.runs.files import FileResult, explain_files as _explain_files
@@ -38,21 +38,23 @@ __all__ = [
     "input_lines",
     "methods",
     "options_from",
+    "strength_line",
 ]
 
 _explainers: dict[str, Explainer] = {}
 
 
 def explainer(model_set: str | None = None) -> Explainer:
-    """The engine for a model-set spec (default: the bundled models), loaded and verified once per process; raises
-    with the reason if the spec cannot be used.
+    """The engine for a model-set spec (default: the bundled models), loaded and verified once per process, on the
+    GPU when torch has one (each explanation's status line names the device, and says why when it is the CPU
+    although a GPU is there); raises with the reason if the spec cannot be used.
     """
     key = str(model_set or "")
     if key not in _explainers:
         from ChestXrayCounterfactualLib.explain.pipeline import Explainer
         from ChestXrayCounterfactualLib.modelset import load_model_set
 
-        _explainers[key] = Explainer(load_model_set(model_set))
+        _explainers[key] = Explainer(load_model_set(model_set), device="auto")
     return _explainers[key]
 
 

@@ -28,6 +28,8 @@ FIGURES = (
     "saliency",
     "direction",
     "strength",
+    "strength_reason",
+    "crossing_frame",
     "p_original",
     "p_counterfactual",
     "threshold",

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
+import torch
 
-from ChestXrayCounterfactualLib import NoFindingError, read_radiograph
-from ChestXrayCounterfactualLib.methods import SALIENCY_METHODS
+from ChestXrayCounterfactualLib import Explainer, NoFindingError, read_radiograph
+from ChestXrayCounterfactualLib.methods import COUNTERFACTUAL_METHODS, SALIENCY_METHODS
+from ChestXrayCounterfactualLib.modelset.interface import AuditorModel
 from ChestXrayCounterfactualLib.options import ExplainOptions
 from conftest import MONOCHROME1, SAMPLE
 
@@ -33,7 +37,7 @@ def test_predict_gives_a_probability_for_every_finding(explainer, sample):
     assert {"Cardiomegaly", "Effusion"} <= set(probabilities)
 
 
-@pytest.mark.parametrize("method", ["latent-shift", "local", "directions"])
+@pytest.mark.parametrize("method", COUNTERFACTUAL_METHODS)
 def test_counterfactual_flips_a_confident_finding_on_the_original_grid(explainer, sample, confident, method):
     e = explainer.explain(sample, ExplainOptions(finding=confident, method=method))
     assert e.direction == "remove" and e.p_original >= e.threshold
@@ -90,3 +94,39 @@ def test_no_finding_above_threshold_says_so(explainer, sample):
     probabilities = dict.fromkeys(explainer.findings, 0.0)
     with pytest.raises(NoFindingError, match="no finding is above its decision threshold"):
         explainer.choose_finding(probabilities)
+
+
+class NoiseAuditor(torch.nn.Module):
+    """An auditor that judges nothing: random logits for every image, a fresh draw each call."""
+
+    def __init__(self, findings: list[str]) -> None:
+        super().__init__()
+        self.findings = list(findings)
+        self.generator = torch.Generator().manual_seed(1234)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.randn(x.shape[0], len(self.findings), generator=self.generator) * 5
+
+
+@pytest.mark.parametrize("method", COUNTERFACTUAL_METHODS)
+def test_auditors_that_output_noise_change_no_counterfactual(explainer, sample, confident, method):
+    """Auditors judge; they never steer, stop, choose a region or a default: every output but the verdict is
+    bit-identical when they are replaced by noise.
+    """
+    noisy = Explainer(
+        dataclasses.replace(
+            explainer.models,
+            auditors=[
+                AuditorModel(a.name, NoiseAuditor(explainer.findings), a.thresholds) for a in explainer.models.auditors
+            ],
+        ),
+    )
+    assert explainer.models.auditors, "the bundled model set ships auditors"
+    options = ExplainOptions(finding=confident, method=method)
+    real, noise = explainer.explain(sample, options), noisy.explain(sample, options)
+    for name in ("counterfactual", "saliency", "difference", "model_change"):
+        np.testing.assert_array_equal(getattr(real, name), getattr(noise, name), err_msg=name)
+    assert [c.tobytes() for c in real.model_frame_changes] == [c.tobytes() for c in noise.model_frame_changes]
+    assert real.counterfactual_probabilities == noise.counterfactual_probabilities
+    assert (real.strength, real.strength_reason, real.details) == (noise.strength, noise.strength_reason, noise.details)
+    assert real.audit != noise.audit, "the noise auditors should disagree with the real ones somewhere"

@@ -1,4 +1,5 @@
-"""The threshold search on toy models: regula falsi, ``line_search``, ``latent_shift`` and ``along_directions``.
+"""The threshold search on toy models: regula falsi, ``line_search``, ``latent_shift``, ``along_directions`` and the
+projected descent of ``manifold_counterfactual``.
 
 The toy's first finding reads only the top-left quadrant's mean intensity, so brightening that quadrant adds
 the finding, darkening it removes it, and a step anywhere else cannot cross the threshold.
@@ -190,3 +191,73 @@ def test_along_directions_without_a_crossing_direction_says_so():
     assert "no stored directions" in cf.run(cf.along_directions(problem, torch.empty(0, 64))).details["reason"]
     result = cf.run(cf.along_directions(problem, elsewhere().flatten()[None]))
     assert not result.crossed and result.details["direction_rank"] == 0
+
+
+def quadrant_saliency() -> torch.Tensor:
+    """A saliency map that points at the toy finding's quadrant."""
+    return quadrant_mask().float() + 0.01 * torch.rand(SIZE, SIZE, generator=torch.Generator().manual_seed(1))
+
+
+def test_projection_keeps_only_the_basis_span():
+    """``project`` keeps a gradient's component in the span of the basis rows and drops the rest."""
+    basis = torch.linalg.qr(torch.randn(64, 3, generator=torch.Generator().manual_seed(0)))[0].T
+    inside, outside = basis.T @ torch.tensor([1.0, -2.0, 0.5]), torch.randn(64)
+    outside -= basis.T @ (basis @ outside)
+    projected = cf.project((inside + outside).view(1, 1, 8, 8), basis)
+    assert projected.shape == (1, 1, 8, 8)
+    torch.testing.assert_close(projected.flatten(), inside)
+    assert cf.project(outside, None) is outside
+
+
+@pytest.mark.parametrize("direction", CASES)
+def test_manifold_descent_reaches_the_goal_inside_the_salient_region(direction):
+    """The descent crosses the threshold and passes the goal (threshold + margin) with the change confined to the
+    salient quadrant; its path runs from the input's latent to the result's, the crossing step is recorded.
+    """
+    sign, quadrant = CASES[direction]
+    problem = toy_problem(toy_model_set(), toy_image(quadrant), sign)
+    result = cf.run(cf.manifold_counterfactual(problem, quadrant_saliency(), None, frames=4))
+    assert result.crossed and sign * (float(result.logits[0]) - problem.goal) >= 0
+    change = (result.image - problem.x)[0, 0]
+    assert float(change[~quadrant_mask()].abs().max()) == 0, "nothing changes outside the salient quadrant"
+    assert len(result.path) == 4 and torch.equal(result.path[0], problem.latent)
+    assert result.details["crossing_step"] is not None and result.details["region_quantile"] == 0.75
+
+
+def test_manifold_descent_moves_only_within_the_basis():
+    """With a basis that spans one latent direction, every step and so the result's latent lies along it."""
+    problem = toy_problem(toy_model_set(), toy_image(PRESENT), sign=-1)
+    direction = latent_direction(quadrant_mask())
+    result = cf.run(cf.manifold_counterfactual(problem, quadrant_saliency(), direction.flatten()[None], frames=3))
+    assert result.crossed and result.details["manifold_dimensions"] == 1
+    moved = (result.latent - problem.latent).flatten()
+    torch.testing.assert_close(moved, (moved @ direction.flatten()) * direction.flatten())
+
+
+def test_manifold_descent_widens_to_the_whole_image_when_the_region_cannot_flip():
+    """A saliency map pointing away from the finding: the descent cannot cross there, so it runs again on the whole
+    image, and says so (region quantile 0).
+    """
+    problem = toy_problem(toy_model_set(), toy_image(PRESENT), sign=-1)
+    away = quadrant_mask().flip(0, 1).float()
+    result = cf.run(cf.manifold_counterfactual(problem, away, None))
+    assert result.crossed and result.details["region_quantile"] == 0.0
+
+
+def test_location_prior_moves_the_region_to_where_the_finding_lies():
+    """Saliency pointing at the wrong quadrant, a prior on the right one: the region follows saliency x prior."""
+    problem = toy_problem(toy_model_set(), toy_image(PRESENT), sign=-1)
+    wrong = quadrant_mask().flip(0, 1).float() + 0.5
+    result = cf.run(cf.manifold_counterfactual(problem, wrong, None, prior=quadrant_mask().float()))
+    assert result.crossed and result.details["region_quantile"] == 0.75 and result.details["location_prior"]
+    assert float(result.weight[quadrant_mask()].mean()) > 0.5 > float(result.weight[~quadrant_mask()].mean())
+
+
+def test_manifold_descent_stays_within_the_image_change_budget():
+    """A goal out of reach (the quadrant cannot get brighter than white): the descent stops at its last step within
+    ``MAX_MEAN_CHANGE``, uncrossed.
+    """
+    problem = toy_problem(toy_model_set(), toy_image(1.0), sign=1, threshold=0.999)
+    result = cf.run(cf.manifold_counterfactual(problem, quadrant_saliency(), None))
+    assert not result.crossed
+    assert float((result.image - problem.x).abs().mean()) <= cf.MAX_MEAN_CHANGE

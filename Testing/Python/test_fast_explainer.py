@@ -101,7 +101,7 @@ def test_the_explanation_is_complete_for_its_writers(explainer):
     record = e.record()
     assert record["model_set"] == explainer.models.identity() and record["seconds"] is e.seconds
     assert e.summary().startswith(f"{FINDINGS[0]} p {e.p_original:.3f} -> {e.p_counterfactual:.3f} ")
-    assert e.summary().endswith(f"flipped) in {e.seconds['total']:.1f} s")
+    assert e.summary().endswith(f"flipped) in {e.seconds['total']:.1f} s on cpu")
     anonymous = e.record(anonymize=True)
     assert not any(key.endswith("_uid") for key in anonymous["source_metadata"])
 

@@ -13,6 +13,8 @@ from ChestXrayCounterfactualTraining.auditors import publish_auditors
 from ChestXrayCounterfactualTraining.autoencoder import train_autoencoder
 from ChestXrayCounterfactualTraining.classifier import train_classifier
 from ChestXrayCounterfactualTraining.data import read_records
+from ChestXrayCounterfactualTraining.latent_basis import publish_latent_basis
+from ChestXrayCounterfactualTraining.location_priors import publish_location_priors
 from ChestXrayCounterfactualTraining.loop import write_json
 from ChestXrayCounterfactualTraining.publish import publish
 from conftest import shared
@@ -64,7 +66,10 @@ def test_an_auditor_trains_like_the_classifier_and_is_published_into_the_model_s
         model=auditor, name="auditor-densenet-small",
     )
     assert summary["epochs_run"] == 1 and (run / "auditor-densenet-small.log").exists()
-    card = publish_auditors(run, weights, small, ["densenet-small"])
+    shipped = json.loads((weights / "model_card.json").read_text())
+    others = [name for name in shipped["auditors"] if name != "auditor-densenet-small"]
+    card = publish_auditors(run, weights, small, ["densenet-small"], drop=others)
+    assert others and not any((weights / shipped["files"][name]["file"]).exists() for name in others)
     entry = card["auditors"]["auditor-densenet-small"]
     assert set(entry["test_metrics"]) == set(DEFAULT_FINDINGS) and entry["architecture"] == "densenet-small"
     assert card["files"]["auditor-densenet-small"]["sha256"] == sha256_of(weights / "auditor-densenet-small.pt")
@@ -108,3 +113,26 @@ def test_a_fine_tuned_classifier_is_republished_without_losing_the_auditors_or_t
         assert markdown.count(title) == 1, title
     models = load_model_set(weights)
     assert [a.name for a in models.auditors] == list(old_card["auditors"]) and not models.typical
+
+
+def test_latent_basis_and_location_priors_are_published_into_the_model_set(tmp_path):
+    """The manifold method's two files: an orthonormal basis of the training latents' principal subspace and, per
+    finding with training boxes, a prior in [0, 1] peaking where the boxes lie; both verified and loaded with the set.
+    """
+    records = read_records(shared("nih", "labels.csv"), DEFAULT_FINDINGS)
+    train = by_split(records, seed=0)["train"]
+    weights = tmp_path / "weights"
+    shutil.copytree(default_weights_dir(), weights)
+    basis = publish_latent_basis(train[:24], weights, dimensions=4)
+    assert basis["dimensions"] == 4 and 0 < basis["variance_explained"] < 1
+    priors = publish_location_priors(train, shared("nih", "boxes.csv"), weights, DEFAULT_FINDINGS)
+    assert all(count > 20 for count in priors["boxed_training_images"].values())
+    models = load_model_set(weights)
+    rows = models.latent_basis
+    assert rows.shape == (4, 32 * 14 * 14)
+    torch.testing.assert_close(rows @ rows.T, torch.eye(4), atol=2e-3, rtol=0)
+    assert set(models.location_priors) == set(DEFAULT_FINDINGS)
+    heart = models.location_priors["Cardiomegaly"]
+    assert heart.shape == (224, 224) and float(heart.max()) == 1.0 and float(heart.min()) >= 0
+    rows_of_peak, cols_of_peak = divmod(int(heart.argmax()), 224)
+    assert 90 < rows_of_peak < 200 and 60 < cols_of_peak < 170, "the heart lies low and central on a PA radiograph"

@@ -38,6 +38,7 @@ from ChestXrayCounterfactualLib import Explainer, read_radiograph
 from ChestXrayCounterfactualLib.explain.explanation import visible_change_on_grid
 from ChestXrayCounterfactualLib.explain.stages import audit_entry
 from ChestXrayCounterfactualLib.explain.geometry import ModelSpaceMap
+from ChestXrayCounterfactualLib.inputs.radiograph import Radiograph
 from ChestXrayCounterfactualLib.modelset import default_weights_dir
 from ChestXrayCounterfactualLib.modelset.interface import AuditorModel, ClassifierNetwork
 from ChestXrayCounterfactualLib.methods import (
@@ -50,16 +51,26 @@ from ChestXrayCounterfactualLib.explain.saliency import saliency_map
 from ChestXrayCounterfactualLib.options import ExplainOptions
 from ChestXrayCounterfactualTraining.metrics import ssim
 
-OURS = ("latent-shift", "local", "directions")
+OURS = ("latent-shift", "local", "directions", "manifold")
 BASELINES = ("baseline-seed-local", "baseline-latent-shift")
 METHODS = OURS + BASELINES
 #: The strength the baselines are labelled with: they run once, with their papers' own stopping rules.
 PUBLISHED = "published"
-#: Issue 11's target for the default method and strength, over the held-out positives: every auditor's p falls
-#: for at least this share ...
+#: Issue 21's target for the default method and strength, over the held-out positives pooled: every auditor's p
+#: falls for at least this share ...
 TARGET_ALL_FELL = 0.9
-#: ... and at least one auditor crosses its own threshold for at least this share.
+#: ... at least one auditor crosses its own threshold for at least this share ...
 TARGET_ONE_CROSSED = 0.7
+#: ... at least two cross for at least this share (the issue's "both" of two auditors, now that there are three) ...
+TARGET_TWO_CROSSED = 0.4
+#: ... the delivered image flips the classifier for at least this share ...
+TARGET_FLIP = 0.95
+#: ... SSIM on the original grid is at least this ...
+TARGET_SSIM_GRID = 0.92
+#: ... the share of the change inside the NIH boxes is at least this multiple of their area share, per finding ...
+TARGET_BOX_RATIO = 2.5
+#: ... and the median explanation takes at most this many seconds on the 2-core machine.
+TARGET_SECONDS = 3.0
 #: Images per auditor pass when extracting the features of the real negatives.
 FEATURE_BATCH = 32
 
@@ -175,6 +186,7 @@ def audit_columns(audit: dict[str, dict]) -> dict:
         row[f"{name}_agrees"] = entry["agrees"]
     row["auditors_all_fell"] = all(e["moved"] for e in audit.values()) if audit else None
     row["auditors_one_crossed"] = any(e["agrees"] for e in audit.values()) if audit else None
+    row["auditors_two_crossed"] = sum(e["agrees"] for e in audit.values()) >= min(2, len(audit)) if audit else None
     row["auditors_all_crossed"] = all(e["agrees"] for e in audit.values()) if audit else None
     return row
 
@@ -233,6 +245,7 @@ def measure(explainer: Explainer, case: dict, finding: str, method: str, strengt
         "flipped_delivered": float(p_delivered[target]) < threshold,
         "l1_model": float((delivered - x).abs()[0, 0][valid_np].mean()),
         "ssim_model": float(ssim(delivered, x)),
+        "ssim_grid": grid_ssim(case["image"], on_grid),
         "l1_grid": float(
             np.abs(case["image"].display_change_to_pixels(on_grid)).mean()
             / (case["image"].window[1] - case["image"].window[0]),
@@ -245,6 +258,12 @@ def measure(explainer: Explainer, case: dict, finding: str, method: str, strengt
         **audit_columns(audit),
     }
     return row, counterfactual if baseline else delivered
+
+
+def grid_ssim(image: Radiograph, change: np.ndarray) -> float:
+    """SSIM of the delivered counterfactual against the input on the input's own grid, in display intensities."""
+    original = torch.from_numpy(image.display().astype(np.float32))[None, None]
+    return float(ssim((original + torch.from_numpy(change.astype(np.float32))[None, None]).clamp(0, 1), original))
 
 
 def pointing_game(explainer: Explainer, cases: list[dict], finding: str) -> dict:
@@ -287,6 +306,7 @@ def summarise(rows: list[dict], auditors: list[str]) -> dict:
         "p_after_median": float(np.median([r["p_after"] for r in rows])),
         "auditors_all_fell": share(rows, "auditors_all_fell"),
         "auditors_one_crossed": share(rows, "auditors_one_crossed"),
+        "auditors_two_crossed": share(rows, "auditors_two_crossed"),
         "auditors_all_crossed": share(rows, "auditors_all_crossed"),
         "auditors": {
             name: {
@@ -300,6 +320,7 @@ def summarise(rows: list[dict], auditors: list[str]) -> dict:
         },
         "l1_model": share(rows, "l1_model"),
         "ssim_model": share(rows, "ssim_model"),
+        "ssim_grid": share(rows, "ssim_grid"),
         "l1_grid": share(rows, "l1_grid"),
         "share_in_top10_saliency": share(rows, "share_in_top10_saliency"),
         "share_in_box": share(rows, "share_in_box"),
@@ -324,54 +345,86 @@ def realism(s: dict) -> str:
     return f"{s['frechet']:.1f} ({s['frechet'] / s['frechet_inputs']:.2f})"
 
 
+#: The findings the target is pooled over; the others are reported beside them.
+TARGET_FINDINGS = ("Cardiomegaly", "Effusion")
+
+
+def target_figures(rows: list[dict]) -> dict:
+    """The figures issue 21's target is judged by, over ``rows`` (one method and strength, the findings pooled)."""
+    ratios = {}
+    for finding in sorted({r["finding"] for r in rows}):
+        group = [r for r in rows if r["finding"] == finding]
+        inside, area = share(group, "share_in_box"), share(group, "box_area_share")
+        ratios[finding] = inside / area if inside is not None and area else None
+    return {
+        "n": len(rows),
+        "fell": share(rows, "auditors_all_fell"),
+        "one": share(rows, "auditors_one_crossed"),
+        "two": share(rows, "auditors_two_crossed"),
+        "all": share(rows, "auditors_all_crossed"),
+        "flip": share(rows, "flipped_delivered"),
+        "ssim_grid": share(rows, "ssim_grid"),
+        "box_ratio": ratios,
+        "seconds": float(np.median([r["seconds"] for r in rows])),
+    }
+
+
+def missed(f: dict) -> list[str]:
+    """Which parts of the target the figures ``f`` miss (empty: all met)."""
+    checks = [
+        ("all auditors fell", f["fell"], TARGET_ALL_FELL),
+        ("\N{GREATER-THAN OR EQUAL TO}1 crossed", f["one"], TARGET_ONE_CROSSED),
+        ("\N{GREATER-THAN OR EQUAL TO}2 crossed", f["two"], TARGET_TWO_CROSSED),
+        ("flip", f["flip"], TARGET_FLIP),
+        ("SSIM on the grid", f["ssim_grid"], TARGET_SSIM_GRID),
+        *((f"{finding} box ratio", ratio, TARGET_BOX_RATIO) for finding, ratio in f["box_ratio"].items()),
+    ]
+    out = [f"{name} {value:.2f} < {goal}" for name, value, goal in checks if value is not None and value < goal]
+    if f["seconds"] > TARGET_SECONDS:
+        out.append(f"median {f['seconds']:.2f} s > {TARGET_SECONDS} s")
+    return out
+
+
 def defaults_paragraph(rows: list[dict]) -> str:
-    """Which of our method x strength pairs meet issue 11's auditor target, pooled over every finding's held-out
-    positives, and the most local of them (share of the change inside the top-10% saliency region): the figures
-    a default is chosen by.
+    """Which of our method x strength pairs meet issue 21's target, pooled over the Cardiomegaly and Effusion
+    held-out positives (every finding's when neither ran): the figures a default is chosen by.
     """
-    findings = sorted({r["finding"] for r in rows})
+    pooled = [r for r in rows if r["finding"] in TARGET_FINDINGS] or rows
+    findings = sorted({r["finding"] for r in pooled})
+    target = (
+        f"Target (issue 21), pooled over the held-out {' and '.join(findings)} positives: every auditor's p falls for "
+        f"\N{GREATER-THAN OR EQUAL TO} {TARGET_ALL_FELL:.0%}, at least one auditor crosses its threshold for "
+        f"\N{GREATER-THAN OR EQUAL TO} {TARGET_ONE_CROSSED:.0%}, at least two for "
+        f"\N{GREATER-THAN OR EQUAL TO} {TARGET_TWO_CROSSED:.0%}; flip \N{GREATER-THAN OR EQUAL TO} {TARGET_FLIP:.0%}; "
+        f"SSIM on the grid \N{GREATER-THAN OR EQUAL TO} {TARGET_SSIM_GRID}; change in the NIH boxes "
+        f"\N{GREATER-THAN OR EQUAL TO} {TARGET_BOX_RATIO}x their area share for each finding; median "
+        f"\N{LESS-THAN OR EQUAL TO} {TARGET_SECONDS:.0f} s. "
+        f"Current default: {DEFAULT_COUNTERFACTUAL}/{DEFAULT_STRENGTH}."
+    )
     pairs = {}
     for method in OURS:
         for strength in STRENGTHS:
-            group = [r for r in rows if r["method"] == method and r["strength"] == strength]
+            group = [r for r in pooled if r["method"] == method and r["strength"] == strength]
             if group:
-                pairs[f"{method}/{strength}"] = {
-                    "n": len(group),
-                    "fell": share(group, "auditors_all_fell"),
-                    "crossed": share(group, "auditors_one_crossed"),
-                    "locality": share(group, "share_in_top10_saliency"),
-                }
-    target = (
-        f"Target (issue 11): every auditor's p falls for \N{GREATER-THAN OR EQUAL TO} {TARGET_ALL_FELL:.0%} and at "
-        f"least one auditor crosses its threshold for \N{GREATER-THAN OR EQUAL TO} {TARGET_ONE_CROSSED:.0%} of the "
-        f"held-out {' and '.join(findings)} positives, pooled. Current default: "
-        f"{DEFAULT_COUNTERFACTUAL}/{DEFAULT_STRENGTH}."
-    )
+                pairs[f"{method}/{strength}"] = target_figures(group)
     if not pairs:
         return f"{target} None of our methods ran."
-    if any(p["fell"] is None for p in pairs.values()):
+    if any(f["fell"] is None for f in pairs.values()):
         return f"{target} The model set has no auditors: the target cannot be checked."
 
     def described(name: str) -> str:
-        p = pairs[name]
+        f = pairs[name]
+        ratios = ", ".join(f"{k} {figure(v)}" for k, v in f["box_ratio"].items())
+        gaps = missed(f)
         return (
-            f"{name} (n={p['n']}: all fell {p['fell']:.2f}, \N{GREATER-THAN OR EQUAL TO}1 crossed {p['crossed']:.2f}, "
-            f"locality {p['locality']:.2f})"
+            f"{name} (n={f['n']}: all fell {f['fell']:.2f}, \N{GREATER-THAN OR EQUAL TO}1 / 2 / all crossed "
+            f"{f['one']:.2f} / {f['two']:.2f} / {f['all']:.2f}, flip {f['flip']:.2f}, SSIM grid {f['ssim_grid']:.3f}, "
+            f"box ratio {ratios}, median {f['seconds']:.2f} s; "
+            + (f"misses {'; '.join(gaps)}" if gaps else "meets every figure")
+            + ")"
         )
 
-    meeting = sorted(
-        (name for name, p in pairs.items() if p["fell"] >= TARGET_ALL_FELL and p["crossed"] >= TARGET_ONE_CROSSED),
-        key=lambda name: -pairs[name]["locality"],
-    )
-    if meeting:
-        return (
-            f"{target} Meet it, most local first: {'; '.join(described(name) for name in meeting)}. "
-            f"Best locality among them: **{meeting[0]}**."
-        )
-    nearest = max(
-        pairs, key=lambda name: min(pairs[name]["fell"] / TARGET_ALL_FELL, pairs[name]["crossed"] / TARGET_ONE_CROSSED),
-    )
-    return f"{target} None meets it; nearest: {described(nearest)}."
+    return f"{target} " + " ".join(f"{described(name)}." for name in pairs)
 
 
 def markdown(report: dict) -> str:
@@ -383,9 +436,9 @@ def markdown(report: dict) -> str:
         ),
         "",
         (
-            "| finding / method | strength | n | flip | p before → after (median) | auditors: all fell / ≥1 crossed / "
-            "all crossed | L1 model / grid | SSIM | change in top-10% saliency | change in NIH box (box area) | "
-            "Fréchet to negatives (÷ inputs') | AE error | others' abs dp | s median (p95) |"
+            "| finding / method | strength | n | flip (delivered) | p before → after (median) | auditors: all fell / "
+            "≥1 / ≥2 / all crossed | L1 model / grid | SSIM model / grid | change in top-10% saliency | change in NIH "
+            "box (box area) | Fréchet to negatives (÷ inputs') | AE error | others' abs dp | s median (p95) |"
         ),
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -396,12 +449,15 @@ def markdown(report: dict) -> str:
             else "\N{EN DASH}"
         )
         auditors = " / ".join(
-            figure(s[k]) for k in ("auditors_all_fell", "auditors_one_crossed", "auditors_all_crossed")
+            figure(s[k])
+            for k in ("auditors_all_fell", "auditors_one_crossed", "auditors_two_crossed", "auditors_all_crossed")
         )
         lines.append(
-            f"| {s['finding']}/{s['method']} | {s['strength']} | {s['cases']} | {s['flip_rate']:.2f} | "
+            f"| {s['finding']}/{s['method']} | {s['strength']} | {s['cases']} | {s['flip_rate']:.2f} "
+            f"({figure(s['flip_rate_delivered'])}) | "
             f"{s['p_before_median']:.2f} → {s['p_after_median']:.2f} | {auditors} | "
-            f"{s['l1_model']:.4f} / {s['l1_grid']:.4f} | {s['ssim_model']:.3f} | {s['share_in_top10_saliency']:.2f} | "
+            f"{s['l1_model']:.4f} / {s['l1_grid']:.4f} | {s['ssim_model']:.3f} / {s['ssim_grid']:.3f} | "
+            f"{s['share_in_top10_saliency']:.2f} | "
             f"{box} | {realism(s)} | {s['ae_error']:.4f} | {s['others_abs_dp']:.3f} | "
             f"{s['seconds_median']:.2f} ({s['seconds_p95']:.2f}) |",
         )

@@ -2,9 +2,12 @@
 
     python -m ChestXrayCounterfactualTraining classifier  --data ../shared/data --run runs/main
     python -m ChestXrayCounterfactualTraining autoencoder --data ../shared/data --run runs/main
-    python -m ChestXrayCounterfactualTraining auditor  --data ../shared/data --run runs/aud --arch regnet_y_400mf
+    python -m ChestXrayCounterfactualTraining auditor  --data ../shared/data --run runs/aud --arch shufflenet_v2
     python -m ChestXrayCounterfactualTraining publish-auditors --data ../shared/data --run runs/aud --weights weights
+        --arch shufflenet_v2 mobilenet_v3_small --drop auditor-regnet_y_400mf
     python -m ChestXrayCounterfactualTraining ood-reference --data ../shared/data --run runs/main --weights weights
+    python -m ChestXrayCounterfactualTraining latent-basis --data ../shared/data --run runs/main --weights weights
+    python -m ChestXrayCounterfactualTraining location-priors --data ../shared/data --run runs/main --weights weights
 
 ``--data`` is a folder holding ``nih/labels.csv`` + ``nih/images/`` (or pass ``--labels`` for the
 official ``Data_Entry_2017.csv``) and optionally ``mhh_covid19/`` (extra unlabelled anatomy for the
@@ -26,6 +29,8 @@ from .auditors import publish_auditors
 from .autoencoder import train_autoencoder
 from .classifier import train_classifier
 from .data import Record, read_records, split_of, write_split_file
+from .latent_basis import publish_latent_basis
+from .location_priors import publish_location_priors
 from .ood_reference import write_ood_reference
 from .publish import publish
 
@@ -88,7 +93,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument(
         "step",
-        choices=["split", "classifier", "auditor", "autoencoder", "publish", "publish-auditors", "ood-reference"],
+        choices=["split", "classifier", "auditor", "autoencoder", "publish", "publish-auditors", "ood-reference",
+                 "latent-basis", "location-priors"],
     )
     parser.add_argument("--data", required=True, help="data folder (ours: ../shared/data)")
     parser.add_argument("--run", required=True, help="output folder for checkpoints, logs and weights")
@@ -117,6 +123,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument(
         "--weights", default="weights", help="publish: the model set folder to write; ood-reference: the one to read",
+    )
+    parser.add_argument(
+        "--drop", nargs="*", default=[], help="publish-auditors: auditors to remove from the model set (by name)",
+    )
+    parser.add_argument(
+        "--dimensions", type=int, default=16, help="latent-basis: principal directions kept for the manifold method",
     )
     parser.add_argument("--init", help="classifier, auditor or autoencoder weights to start from (fine-tuning)")
     parser.add_argument(
@@ -163,7 +175,7 @@ def main(argv: list[str] | None = None) -> None:
             **extra,
         )
     elif args.step == "publish-auditors":
-        publish_auditors(run, Path(args.weights), splits, args.arch or list(AUDITOR_ARCHITECTURES))
+        publish_auditors(run, Path(args.weights), splits, args.arch or [], args.drop)
     elif args.step == "publish":
         unlabelled = by_split(unlabelled_records(Path(args.data), len(args.findings)), args.split_seed)
         summary = {
@@ -184,6 +196,12 @@ def main(argv: list[str] | None = None) -> None:
     elif args.step == "ood-reference":
         unlabelled = by_split(unlabelled_records(Path(args.data), len(args.findings)), args.split_seed)
         print(f"wrote {write_ood_reference(Path(args.weights), splits, unlabelled)}")
+    elif args.step == "latent-basis":
+        unlabelled = by_split(unlabelled_records(Path(args.data), len(args.findings)), args.split_seed)
+        print(publish_latent_basis(splits["train"] + unlabelled["train"], Path(args.weights), args.dimensions))
+    elif args.step == "location-priors":
+        boxes = Path(args.data) / "nih" / "boxes.csv"
+        print(publish_location_priors(splits["train"], boxes, Path(args.weights), args.findings))
     else:
         extra["init"] = Path(args.init) if args.init else None
         unlabelled = by_split(unlabelled_records(Path(args.data), len(args.findings)), args.split_seed)

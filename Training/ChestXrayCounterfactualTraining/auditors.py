@@ -22,7 +22,7 @@ from ChestXrayCounterfactualLib.modelset import Auditor, load_model_set, sha256_
 from .classifier import predict_probabilities
 from .data import ModelSpaceDataset, Record
 from .metrics import bootstrap_ci, roc_auc, sensitivity_specificity
-from .publish import auditors_section
+from .publish import auditors_section, files_section
 
 
 def _loader(records: list[Record]) -> torch.utils.data.DataLoader:
@@ -72,22 +72,33 @@ def typical_probabilities(weights: Path, validation: list[Record]) -> dict[str, 
     }
 
 
-def publish_auditors(run: Path, weights: Path, splits: dict[str, list[Record]], archs: list[str]) -> dict:
-    """Copy the auditors into ``weights`` and enter them, with the typical probabilities, in its model card."""
+def publish_auditors(
+    run: Path, weights: Path, splits: dict[str, list[Record]], archs: list[str], drop: list[str] = (),
+) -> dict:
+    """Copy the auditors trained in ``run`` (``archs``) into ``weights`` and enter them, with the typical
+    probabilities, in its model card. Auditors already in the card stay, except those named in ``drop``: their
+    entries and weight files are removed.
+    """
     card_path = weights / "model_card.json"
     typical = typical_probabilities(weights, splits["validation"])  # loads the set: before its files change
     card = json.loads(card_path.read_text())
-    card["auditors"] = {}
+    auditors = card.setdefault("auditors", {})
+    for name in drop:
+        auditors.pop(name, None)
+        removed = card["files"].pop(name, None)
+        if removed:
+            (weights / removed["file"]).unlink(missing_ok=True)
     for arch in archs:
         entry, source = auditor_entry(run, arch, card["findings"], splits["test"])
         target = weights / source.name
         shutil.copyfile(source, target)
         card["files"][source.stem] = {"file": target.name, "sha256": sha256_of(target), "bytes": target.stat().st_size}
-        card["auditors"][source.stem] = entry
+        auditors[source.stem] = entry
     card["typical_probabilities"] = typical
     card_path.write_text(json.dumps(card, indent=2) + "\n")
     markdown = weights / "MODEL_CARD.md"
-    markdown.write_text(with_section(markdown.read_text(), auditors_section(card), before="## Training data"))
+    text = with_section(markdown.read_text(), auditors_section(card), before="## Training data")
+    markdown.write_text(with_section(text, files_section(card), before="## Attribution"))
     return card
 
 

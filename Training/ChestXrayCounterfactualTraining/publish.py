@@ -226,6 +226,17 @@ def kept_sections(previous: str, rendered: str, before: str) -> str:
     return rendered[:at] + missing + rendered[at:]
 
 
+def files_section(card: dict) -> str:
+    """The table of every file of the model set with its sha256 (what the engine checks before loading)."""
+    rows = "\n".join(f"| `{v['file']}` | `{v['sha256']}` |" for v in card["files"].values())
+    return f"""## Files (the engine checks each sha256 before loading, and loads with `weights_only=True`)
+| File | sha256 |
+|---|---|
+{rows}
+
+"""
+
+
 def auditors_section(card: dict) -> str:
     """The independent auditors' test metrics and the typical probabilities, when the card has them."""
     if not card.get("auditors"):
@@ -311,7 +322,6 @@ def render_card(card: dict) -> str:
     origin = "trained from scratch" + fine_tuned(card)
     stage = "Classifier fine-tune" if "base_training" in card["classifier"] else "Classifier"
     data = card["training_data"]
-    files = "\n".join(f"| `{v['file']}` | `{v['sha256']}` |" for v in card["files"].values())
     return (
         f"""# Model card: {card["name"]}
 
@@ -351,12 +361,7 @@ from reports and are noisy (about 90% accurate); the staged subset over-represen
 - Autoencoder: best epoch {a["best_epoch"]} of {a["epochs_run"]}. Cost: {json.dumps(a["cost"])}.
 - Reproduce: see "Training the bundled models" in the README.
 
-## Files (the engine checks each sha256 before loading, and loads with `weights_only=True`)
-| File | sha256 |
-|---|---|
-{files}
-
-## Attribution
+{files_section(card)}## Attribution
 """
         + "\n".join(f"- {a}" for a in card["attribution"])
         + "\n"

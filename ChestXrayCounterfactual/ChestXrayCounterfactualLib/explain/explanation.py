@@ -67,6 +67,10 @@ class Explanation:
     warnings: list[str]
     seconds: dict[str, float]  # per stage, and "total": their sum (see record_time)
     details: dict = field(default_factory=dict)
+    #: Why the counterfactual goes as far as ``strength`` says (a sentence: the default or asked for, and the aim).
+    strength_reason: str = ""
+    #: The torch device the models ran on ("cpu", "cuda:0", "mps").
+    device: str = "cpu"
 
     @property
     def p_original(self) -> float:
@@ -87,6 +91,14 @@ class Explanation:
         if agree == 0 and self.flipped:
             return f"only the explained model changed its mind: 0 of {len(self.audit)} independent models agree"
         return f"{agree} of {len(self.audit)} independent models agree"
+
+    @property
+    def crossing_frame(self) -> int | None:
+        """The first frame of the animation across the decision threshold (None if no frame is)."""
+        for index, p in enumerate(self.frame_probabilities):
+            if (p >= self.threshold) != (self.p_original >= self.threshold):
+                return index
+        return None
 
     def record_time(self, stage: str, seconds: float) -> None:
         """Add a stage done outside the engine (reading the file, writing outputs) and keep the total."""
@@ -118,16 +130,19 @@ class Explanation:
             "saliency": self.saliency_method,
             "direction": self.direction,
             "strength": self.strength,
+            "strength_reason": self.strength_reason,
             "p_original": self.p_original,
             "p_reconstruction": self.reconstruction_probabilities[self.finding],
             "p_counterfactual": self.p_counterfactual,
             "threshold": self.threshold,
             "flipped": self.flipped,
+            "crossing_frame": self.crossing_frame,
             "auditors": self.audit,
             "verdict": self.verdict,
             "probabilities_original": self.probabilities,
             "probabilities_counterfactual": self.counterfactual_probabilities,
             "seconds": self.seconds,
+            "device": self.device,
             "geometry": {
                 "rows": r.shape[0],
                 "columns": r.shape[1],

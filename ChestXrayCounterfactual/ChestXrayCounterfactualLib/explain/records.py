@@ -10,15 +10,21 @@ INTENDED_USE = "research and education, not for diagnosis"
 
 
 def outcome_line(record: Mapping) -> str:
-    """"Cardiomegaly p 0.880 -> 0.410 (threshold 0.460, flipped; 2 of 2 independent models agree) in 2.3 s" from
-    an explanation's record (the verdict only when the model set has auditors).
+    """"Cardiomegaly p 0.880 -> 0.410 (threshold 0.460, flipped; 2 of 3 independent models agree) in 2.3 s on cpu"
+    from an explanation's record (the verdict only when the model set has auditors, the device when recorded).
     """
     flipped = "flipped" if record["flipped"] else "not flipped"
     verdict = f"; {record['verdict']}" if record.get("verdict") else ""
     return (
         f"{record['finding']} p {record['p_original']:.3f} -> {record['p_counterfactual']:.3f} "
         f"(threshold {record['threshold']:.3f}, {flipped}{verdict}) in {record['seconds']['total']:.1f} s"
+        + (f" on {record['device']}" if record.get("device") else "")
     )
+
+
+def strength_line(record: Mapping) -> str:
+    """"strength typical: the default: to 0.08, the median probability of ..." from an explanation's record."""
+    return f"strength {record['strength']}: {record['strength_reason']}"
 
 
 def input_lines(record: Mapping) -> list[str]:

@@ -17,7 +17,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
-from ..errors import CancelledError, NoFindingError
+from .. import methods
+from ..errors import CancelledError, ExplainerError, NoFindingError
 from ..inputs.radiograph import Radiograph
 from ..modelset import ModelSet
 from ..options import ExplainOptions
@@ -65,8 +66,8 @@ class Batch:
 @dataclass(frozen=True)
 class Plan:
     """What one image's explanation aims for, fixed before the counterfactual is searched: image ``index`` of the
-    batch, finding ``target`` (its index) across ``threshold``, ``direction`` "remove" or "add", and the
-    probability the "typical" strength aims for (None for "threshold").
+    batch, finding ``target`` (its index) across ``threshold``, ``direction`` "remove" or "add", the ``strength``
+    used, the probability the "typical" strength aims for (None for "threshold"), and why that strength (a sentence).
     """
 
     index: int
@@ -74,6 +75,8 @@ class Plan:
     threshold: float
     direction: str
     typical: float | None
+    strength: str = methods.DEFAULT_STRENGTH
+    strength_reason: str = ""
 
 
 @dataclass(frozen=True)
@@ -154,10 +157,30 @@ def plan(models: ModelSet, index: int, p: dict[str, float], options: ExplainOpti
     finding = models.findings[target]
     threshold = models.thresholds[finding]
     direction = options.direction or ("remove" if p[finding] >= threshold else "add")
-    typical = None
-    if options.strength == "typical":
-        typical = models.typical[{"remove": "absent", "add": "present"}[direction]].get(finding)
-    return Plan(index, target, threshold, direction, typical)
+    strength, typical, reason = how_far(models, finding, direction, options.strength)
+    return Plan(index, target, threshold, direction, typical, strength, reason)
+
+
+def how_far(models: ModelSet, finding: str, direction: str, asked: str | None) -> tuple[str, float | None, str]:
+    """The strength a counterfactual of ``finding`` goes to (``asked``, else the default), the probability it aims
+    for (None: just across the threshold) and a sentence saying why.
+    """
+    threshold = models.thresholds[finding]
+    side = {"remove": "absent", "add": "present"}[direction]
+    typical = models.typical.get(side, {}).get(finding)
+    just_across = f"just across the decision threshold ({threshold:.2f}), the smallest change that flips the decision"
+    chosen, prefix = asked or methods.DEFAULT_STRENGTH, "asked for" if asked else "the default"
+    if chosen == "threshold":
+        return "threshold", None, f"{prefix}: {just_across}"
+    if typical is None:
+        if asked:
+            raise ExplainerError(
+                f"model set {models.name} has no typical probability for {finding}; use strength threshold",
+            )
+        return "threshold", None, f"model set {models.name} stores no typical probabilities, so {just_across}"
+    images = f"validation images {'without' if side == 'absent' else 'with'} {finding}"
+    why = "" if asked else "; a change just across the threshold convinces few independent models"
+    return "typical", typical, f"{prefix}: to {typical:.2f}, the median probability of {images}{why}"
 
 
 def reconstruct(

@@ -46,33 +46,44 @@ class Classifier(nn.Module):
         return self.net((x - self.mean) / self.std)
 
 
-#: Auditor architectures: families unrelated to the bundled classifier's ResNet (see ``Auditor``).
-AUDITOR_ARCHITECTURES = ("densenet-small", "regnet_y_400mf")
+#: Auditor architectures (families unrelated to the bundled classifier's ResNet, see ``Auditor``) and the
+#: input resolution each is trained at.
+AUDITOR_RESOLUTIONS = {"densenet-small": 128, "regnet_y_400mf": 128, "mobilenet_v3_small": 224, "shufflenet_v2": 160}
+AUDITOR_ARCHITECTURES = tuple(AUDITOR_RESOLUTIONS)
 
 
 class Auditor(nn.Module):
     """An independent classifier that judges counterfactuals it did not steer: another architecture
-    (a compact DenseNet as in CheXNet, or a RegNetY-400MF), its own seed, and its own input resolution
-    (model space is downsampled to ``resolution`` inside ``forward``), trained on the same training split.
+    (a compact DenseNet as in CheXNet, a RegNetY-400MF, a MobileNetV3-Small or a ShuffleNetV2), its own seed,
+    and its own input resolution (model space is downsampled to ``resolution`` inside ``forward``), trained on
+    the same training split.
     """
 
     mean: torch.Tensor
     std: torch.Tensor
 
-    def __init__(self, findings: list[str], arch: str, resolution: int = 128) -> None:
+    def __init__(self, findings: list[str], arch: str, resolution: int | None = None) -> None:
         super().__init__()
         if arch not in AUDITOR_ARCHITECTURES:
             choices = ", ".join(AUDITOR_ARCHITECTURES)
             raise ValueError(f"unsupported auditor architecture {arch!r}; choose from {choices}")
         self.findings = list(findings)
         self.arch = arch
-        self.resolution = resolution
+        self.resolution = resolution or AUDITOR_RESOLUTIONS[arch]
+        outputs = len(self.findings)
         if arch == "densenet-small":
             self.net = torchvision.models.DenseNet(
-                growth_rate=16, block_config=(4, 8, 12, 8), num_init_features=32, num_classes=len(self.findings),
+                growth_rate=16, block_config=(4, 8, 12, 8), num_init_features=32, num_classes=outputs,
             )
+        elif arch == "regnet_y_400mf":
+            self.net = torchvision.models.regnet_y_400mf(num_classes=outputs)
+        elif arch == "mobilenet_v3_small":
+            self.net = torchvision.models.mobilenet_v3_small(num_classes=outputs)
         else:
-            self.net = torchvision.models.regnet_y_400mf(num_classes=len(self.findings))
+            self.net = torchvision.models.shufflenet_v2_x1_0(num_classes=outputs)
+        for module in self.net.modules():  # MobileNetV3's 0.01 lets batch statistics lag a short training run
+            if isinstance(module, nn.BatchNorm2d):
+                module.momentum = 0.1
         mean, std = CLASSIFIER_NORMALISATION
         self.register_buffer("mean", torch.tensor(mean), persistent=False)
         self.register_buffer("std", torch.tensor(std), persistent=False)
@@ -80,7 +91,8 @@ class Auditor(nn.Module):
     @property
     def gradcam_layer(self) -> nn.Module:
         """The last convolutional stage (so an auditor can also be explained, as a ``ClassifierNetwork``)."""
-        return self.net.features if self.arch == "densenet-small" else self.net.trunk_output
+        layers = {"regnet_y_400mf": "trunk_output", "shufflenet_v2": "conv5"}
+        return getattr(self.net, layers.get(self.arch, "features"))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.interpolate(x, size=(self.resolution, self.resolution), mode="area")

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ..explain.explanation import Explanation
-from ..explain.records import INTENDED_USE
+from ..explain.records import INTENDED_USE, strength_line
 from ..inputs.images import WINDOW_KEY
 from ..inputs.radiograph import Radiograph
 
@@ -86,32 +86,39 @@ def write_overview(path: Path, explanation: Explanation) -> None:
         f"{name} {a['p_original']:.2f}->{a['p_counterfactual']:.2f} (threshold {a['threshold']:.2f})"
         for name, a in explanation.audit.items()
     )
-    lines = [f"other findings: {others}   |   {INTENDED_USE}"]
+    lines = [
+        strength_line(explanation.record()),
+        f"other findings: {others}   |   {INTENDED_USE}",
+    ]
     if audit:
         lines.insert(0, f"independent models on {explanation.finding}: {audit}: {explanation.verdict}")
     fig.text(0.5, 0.02, "\n".join(lines), ha="center", fontsize=10)
-    fig.tight_layout(rect=(0, 0.08 if audit else 0.05, 1, 0.93))
+    fig.tight_layout(rect=(0, 0.1 if audit else 0.07, 1, 0.93))
     fig.savefig(path)
     plt.close(fig)
 
 
 def write_gif(path: Path, explanation: Explanation) -> None:
-    """The animation from the input to the counterfactual, cropped to the image (no padding), at twice model size."""
+    """The animation from the input to the counterfactual, cropped to the image (no padding), at twice model size;
+    the first frame across the decision threshold is marked and held longer.
+    """
     from PIL import Image, ImageDraw
 
     g = explanation.geometry
     top, left = round(g.pad_top * g.size / g.side), round(g.pad_left * g.size / g.side)
     bottom, right = g.size - top, g.size - left
     images = []
-    for image, p in explanation.model_frames():
+    crossing = explanation.crossing_frame
+    for index, (image, p) in enumerate(explanation.model_frames()):
         frame = (
             Image.fromarray(np.uint8(np.clip(image[top:bottom, left:right], 0, 1) * 255))
             .resize(((right - left) * 2, (bottom - top) * 2), Image.Resampling.BICUBIC)
             .convert("P")
         )
-        ImageDraw.Draw(frame).text((6, 6), f"{explanation.finding} p={p:.2f}", fill=255)
+        mark = "  threshold crossed" if index == crossing else ""
+        ImageDraw.Draw(frame).text((6, 6), f"{explanation.finding} p={p:.2f}{mark}", fill=255)
         images.append(frame)
-    durations = [150] * (len(images) - 1) + [900]
+    durations = [600 if index == crossing else 150 for index in range(len(images) - 1)] + [900]
     images[0].save(path, save_all=True, append_images=images[1:], duration=durations, loop=0)
 
 

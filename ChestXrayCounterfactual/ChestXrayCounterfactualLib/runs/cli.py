@@ -43,7 +43,12 @@ def add_options(parent: argparse.ArgumentParser) -> None:
         choices=methods.DIRECTIONS,
         help="remove or add the finding (default: remove if present, add if absent)",
     )
-    _add_choice(parent, "--strength", "how far the counterfactual goes", methods.STRENGTHS, methods.DEFAULT_STRENGTH)
+    parent.add_argument(
+        "--strength",
+        choices=list(methods.STRENGTHS),
+        help=f"how far the counterfactual goes (default {methods.DEFAULT_STRENGTH} where the model set stores typical "
+        "probabilities, else threshold): " + methods.help_text(methods.STRENGTHS),
+    )
     parent.add_argument("--frames", type=int, default=DEFAULT_FRAMES, help="frames of the animation")
     parent.add_argument("--overwrite", action="store_true", help="redo inputs whose output folder exists")
     parent.add_argument("--anonymize", action="store_true", help="keep no DICOM UIDs or input folder in the outputs")
