@@ -244,15 +244,6 @@ def test_manifold_descent_widens_to_the_whole_image_when_the_region_cannot_flip(
     assert result.crossed and result.details["region_quantile"] == 0.0
 
 
-def test_location_prior_moves_the_region_to_where_the_finding_lies():
-    """Saliency pointing at the wrong quadrant, a prior on the right one: the region follows saliency x prior."""
-    problem = toy_problem(toy_model_set(), toy_image(PRESENT), sign=-1)
-    wrong = quadrant_mask().flip(0, 1).float() + 0.5
-    result = cf.run(cf.manifold_counterfactual(problem, wrong, None, prior=quadrant_mask().float()))
-    assert result.crossed and result.details["region_quantile"] == 0.75 and result.details["location_prior"]
-    assert float(result.weight[quadrant_mask()].mean()) > 0.5 > float(result.weight[~quadrant_mask()].mean())
-
-
 def test_manifold_descent_stays_within_the_image_change_budget():
     """A goal out of reach (the quadrant cannot get brighter than white): the descent stops at its last step within
     ``MAX_MEAN_CHANGE``, uncrossed.

@@ -14,7 +14,6 @@ from ChestXrayCounterfactualTraining.autoencoder import train_autoencoder
 from ChestXrayCounterfactualTraining.classifier import train_classifier
 from ChestXrayCounterfactualTraining.data import read_records
 from ChestXrayCounterfactualTraining.latent_basis import publish_latent_basis
-from ChestXrayCounterfactualTraining.location_priors import publish_location_priors
 from ChestXrayCounterfactualTraining.loop import write_json
 from ChestXrayCounterfactualTraining.publish import publish
 from conftest import shared
@@ -115,9 +114,9 @@ def test_a_fine_tuned_classifier_is_republished_without_losing_the_auditors_or_t
     assert [a.name for a in models.auditors] == list(old_card["auditors"]) and not models.typical
 
 
-def test_latent_basis_and_location_priors_are_published_into_the_model_set(tmp_path):
-    """The manifold method's two files: an orthonormal basis of the training latents' principal subspace and, per
-    finding with training boxes, a prior in [0, 1] peaking where the boxes lie; both verified and loaded with the set.
+def test_latent_basis_is_published_into_the_model_set(tmp_path):
+    """The manifold method's basis: orthonormal rows spanning the training latents' principal subspace, entered in
+    the card with the share of variance it holds, verified and loaded with the set.
     """
     records = read_records(shared("nih", "labels.csv"), DEFAULT_FINDINGS)
     train = by_split(records, seed=0)["train"]
@@ -125,14 +124,7 @@ def test_latent_basis_and_location_priors_are_published_into_the_model_set(tmp_p
     shutil.copytree(default_weights_dir(), weights)
     basis = publish_latent_basis(train[:24], weights, dimensions=4)
     assert basis["dimensions"] == 4 and 0 < basis["variance_explained"] < 1
-    priors = publish_location_priors(train, shared("nih", "boxes.csv"), weights, DEFAULT_FINDINGS)
-    assert all(count > 20 for count in priors["boxed_training_images"].values())
-    models = load_model_set(weights)
-    rows = models.latent_basis
+    rows = load_model_set(weights).latent_basis
     assert rows.shape == (4, 32 * 14 * 14)
     torch.testing.assert_close(rows @ rows.T, torch.eye(4), atol=2e-3, rtol=0)
-    assert set(models.location_priors) == set(DEFAULT_FINDINGS)
-    heart = models.location_priors["Cardiomegaly"]
-    assert heart.shape == (224, 224) and float(heart.max()) == 1.0 and float(heart.min()) >= 0
-    rows_of_peak, cols_of_peak = divmod(int(heart.argmax()), 224)
-    assert 90 < rows_of_peak < 200 and 60 < cols_of_peak < 170, "the heart lies low and central on a PA radiograph"
+    assert "## Latent basis" in (weights / "MODEL_CARD.md").read_text()

@@ -7,7 +7,6 @@
         --arch shufflenet_v2 mobilenet_v3_small --drop auditor-regnet_y_400mf
     python -m ChestXrayCounterfactualTraining ood-reference --data ../shared/data --run runs/main --weights weights
     python -m ChestXrayCounterfactualTraining latent-basis --data ../shared/data --run runs/main --weights weights
-    python -m ChestXrayCounterfactualTraining location-priors --data ../shared/data --run runs/main --weights weights
 
 ``--data`` is a folder holding ``nih/labels.csv`` + ``nih/images/`` (or pass ``--labels`` for the
 official ``Data_Entry_2017.csv``) and optionally ``mhh_covid19/`` (extra unlabelled anatomy for the
@@ -30,7 +29,6 @@ from .autoencoder import train_autoencoder
 from .classifier import train_classifier
 from .data import Record, read_records, split_of, write_split_file
 from .latent_basis import publish_latent_basis
-from .location_priors import publish_location_priors
 from .ood_reference import write_ood_reference
 from .publish import publish
 
@@ -94,7 +92,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "step",
         choices=["split", "classifier", "auditor", "autoencoder", "publish", "publish-auditors", "ood-reference",
-                 "latent-basis", "location-priors"],
+                 "latent-basis"],
     )
     parser.add_argument("--data", required=True, help="data folder (ours: ../shared/data)")
     parser.add_argument("--run", required=True, help="output folder for checkpoints, logs and weights")
@@ -199,9 +197,6 @@ def main(argv: list[str] | None = None) -> None:
     elif args.step == "latent-basis":
         unlabelled = by_split(unlabelled_records(Path(args.data), len(args.findings)), args.split_seed)
         print(publish_latent_basis(splits["train"] + unlabelled["train"], Path(args.weights), args.dimensions))
-    elif args.step == "location-priors":
-        boxes = Path(args.data) / "nih" / "boxes.csv"
-        print(publish_location_priors(splits["train"], boxes, Path(args.weights), args.findings))
     else:
         extra["init"] = Path(args.init) if args.init else None
         unlabelled = by_split(unlabelled_records(Path(args.data), len(args.findings)), args.split_seed)

@@ -417,8 +417,9 @@ def _descend(
     problem: LatentProblem, basis: torch.Tensor | None, step: float, max_stride: float, max_steps: int,
 ) -> Steps[_Descent]:
     """Normalised gradient steps of the finding's logit, projected onto ``basis``, until the goal is reached (or
-    ``max_steps`` run out, or a step would pass the change budget: then the last step within it). Each step is ``step`` x |z0| long, stretched up to ``max_stride`` times
-    when the logit's progress so far says the goal is farther than that.
+    ``max_steps`` run out, or a step would pass the change budget: then the last step within it). Each step is
+    ``step`` x |z0| long, stretched up to ``max_stride`` times when the logit's progress so far says the goal is
+    farther than that.
     """
     z0, scale, target = problem.latent, float(problem.latent.norm()), problem.target
     z, path, crossing, length = z0, [z0], None, step
@@ -450,7 +451,6 @@ def manifold_counterfactual(
     saliency: torch.Tensor,
     basis: torch.Tensor | None,
     frames: int = 8,
-    prior: torch.Tensor | None = None,
     region_low: float = 0.75,
     step: float = 0.03,
     max_stride: float = 1.0,
@@ -460,18 +460,15 @@ def manifold_counterfactual(
     onto the principal subspace of the training latents (``basis``), with the change confined to the classifier's
     most salient region (above the ``region_low`` quantile, soft edge; the whole image if the goal cannot be reached
     there), until the goal is reached; a bisection between the last two steps then takes the smallest step that
-    reaches it. With a location ``prior`` (S, S) for the finding (where the training split's expert boxes lie), the
-    region is the most salient part of saliency x prior: where the classifier looks, among the places the finding
-    is found.
+    reaches it.
 
     A plain latent gradient lets through tiny edits that only the steering classifier reacts to; restricted to
     the directions in which real radiographs vary, the same descent makes changes that independent models see too
     (Testing/benchmarks/README.md).
     """
-    weighted = saliency if prior is None else saliency * prior
     evaluations = 0
     for low in (region_low, 0.0):
-        region = saliency_region(weighted, problem.valid, low, min(low + 0.15, 0.99)) if low else problem.valid
+        region = saliency_region(saliency, problem.valid, low, min(low + 0.15, 0.99)) if low else problem.valid
         local = replace(problem, region=region, evaluations=0)
         descent = yield from _descend(local, basis, step, max_stride, max_steps)
         evaluations += local.evaluations
@@ -498,7 +495,6 @@ def manifold_counterfactual(
         "region_quantile": low,
         "region_area": round(float(region.mean()), 4),
         "manifold_dimensions": None if basis is None else int(basis.shape[0]),
-        "location_prior": prior is not None,
     }
     if result.crossed and not local.at_goal(answer.logits):
         result.details["short_of_typical"] = True
@@ -526,9 +522,7 @@ def _local(problem: LatentProblem, saliency: torch.Tensor, frames: int) -> Steps
 
 
 def _manifold(problem: LatentProblem, saliency: torch.Tensor, frames: int) -> Steps[Counterfactual]:
-    models = problem.models
-    prior = models.location_priors.get(models.findings[problem.target])
-    return manifold_counterfactual(problem, saliency, models.latent_basis, frames, prior)
+    return manifold_counterfactual(problem, saliency, problem.models.latent_basis, frames)
 
 
 def _latent_shift(problem: LatentProblem, saliency: torch.Tensor, frames: int) -> Steps[Counterfactual]:

@@ -71,9 +71,6 @@ def load_bundled(weights_dir: str | Path | None = None) -> ModelSet:
     if "directions" in files:
         directions = {k: v.float() for k, v in verified_tensors(directory, files["directions"]).items()}
     basis = verified_tensors(directory, files["latent_basis"])["basis"].float() if "latent_basis" in files else None
-    priors = {}
-    if "location_priors" in files:
-        priors = {k: v.float() for k, v in verified_tensors(directory, files["location_priors"]).items()}
     auditors = []
     for name, entry in card.get("auditors", {}).items():
         network = Auditor(card["findings"], entry["architecture"])
@@ -92,5 +89,4 @@ def load_bundled(weights_dir: str | Path | None = None) -> ModelSet:
         card.get("typical_probabilities", {}),
         auditors,
         latent_basis=basis,
-        location_priors=priors,
     )

@@ -89,9 +89,6 @@ class ModelSet:
     #: Orthonormal rows (k, latent size) spanning the training latents' principal subspace: the "manifold"
     #: method's steps stay in it (None: the model set has none, and the method steps freely).
     latent_basis: torch.Tensor | None = None
-    #: Per finding, an (S, S) map in [0, 1] of where the training split's expert boxes of it lie: the "manifold"
-    #: method looks for the change there (empty: no priors, the saliency alone decides).
-    location_priors: dict[str, torch.Tensor] = field(default_factory=dict)
     #: Where every network and direction lives; the engine puts its tensors there too (see :meth:`to`).
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     #: Why the set is on the CPU although another device was asked for (a sentence to show the user), or None.
@@ -105,7 +102,6 @@ class ModelSet:
         self.directions = {finding: tensor.to(device) for finding, tensor in self.directions.items()}
         if self.latent_basis is not None:
             self.latent_basis = self.latent_basis.to(device)
-        self.location_priors = {finding: prior.to(device) for finding, prior in self.location_priors.items()}
         self.device = device
         return self
 
