@@ -1,7 +1,7 @@
 """Archive runs (``batch``): in this process and on a local Ray cluster with a worker killed mid-run, the same
 outputs; an index with one row per input, bad inputs listed with their sentences; a rerun that redoes nothing;
 an index line cut short by a crash; a file that kills every worker it is sent to fails alone; a cluster that is not
-there stops the run with one sentence.
+there stops the run with one sentence; the site summary beside the index, on NIH and Hannover images.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from ChestXrayCounterfactualLib.options import ExplainOptions
 from ChestXrayCounterfactualLib.runs.files import FileResult, output_stem
 from ChestXrayCounterfactualLib.outputs.folder import FILES
 from process_tree import titled
-from conftest import DX, FALSE_MONOCHROME1, JPEG_BASELINE, SAMPLE
+from conftest import DX, FALSE_MONOCHROME1, JPEG_BASELINE, ROOT, SAMPLE, shared
 
 OPTIONS = ExplainOptions(finding="Cardiomegaly", method="latent-shift", frames=2)
 SOURCES = (SAMPLE, JPEG_BASELINE, DX, FALSE_MONOCHROME1)
@@ -112,8 +112,10 @@ def test_killed_workers_lose_nothing_and_duplicate_nothing(archive, killed):
         if row["input"] not in BAD:
             assert row["status"] == "done", row
             assert sorted(p.name for p in (out / row["folder"]).iterdir()) == sorted(FILES)
-    assert sorted(p.name for p in out.iterdir()) == sorted([row["folder"] for row in rows if row["status"] == "done"]
-                                                          + ["index.csv"]), "no partial or hidden folder is left"
+    folders = [row["folder"] for row in rows if row["status"] == "done"]
+    assert sorted(p.name for p in out.iterdir()) == sorted([*folders, "index.csv", "site_summary.json"]), (
+        "no partial or hidden folder is left"
+    )
 
 
 def test_bad_inputs_are_listed_with_their_sentence(killed, in_process):
@@ -142,7 +144,7 @@ def test_ray_and_in_process_give_the_same_outputs(killed, in_process):
 
 def test_rerun_skips_everything_complete_and_keeps_the_index(archive, killed):
     out = killed[0]
-    index = (out / "index.csv").read_text()
+    index, summary = (out / "index.csv").read_text(), (out / "site_summary.json").read_text()
     records = {p: p.read_text() for p in out.glob("*/explanation.json")}
     result = subprocess.run(
         [sys.executable, "-m", "ChestXrayCounterfactualLib", "batch", archive, "--out", out,
@@ -155,7 +157,7 @@ def test_rerun_skips_everything_complete_and_keeps_the_index(archive, killed):
     assert result.returncode == 1, result.stderr  # the two bad inputs were retried and failed again
     assert "Traceback" not in result.stderr and "12/14 done, 2 failed" in result.stderr
     assert result.stdout.strip() == str(out / "index.csv")
-    assert (out / "index.csv").read_text() == index
+    assert (out / "index.csv").read_text() == index and (out / "site_summary.json").read_text() == summary
     assert {p: p.read_text() for p in out.glob("*/explanation.json")} == records
 
 
@@ -312,7 +314,10 @@ def test_an_image_without_a_finding_is_a_negative_result_not_a_failure(tmp_path)
         assert all(0 <= float(p) <= 1 for p in cells.values())
     for key in (JPEG_BASELINE.name, FALSE_MONOCHROME1.name):
         assert rows[key]["folder"] == "" and rows[key]["error"].startswith("no finding is above its decision threshold")
-    assert sorted(path.name for path in out.iterdir()) == ["index.csv", rows[SAMPLE.name]["folder"]]
+    listed = sorted(path.name for path in out.iterdir())
+    assert listed == ["index.csv", rows[SAMPLE.name]["folder"], "site_summary.json"]
+    summary = json.loads((out / "site_summary.json").read_text())
+    assert summary["classified"] == 3 and summary["out_of_distribution"]["scored"] == 1, "negatives have no score"
     index = (out / "index.csv").read_text()
     assert batch(archive, "--out", out, "--method", "latent-shift", "--frames", "2").returncode == 0
     assert (out / "index.csv").read_text() == index
@@ -367,3 +372,59 @@ def test_a_local_ray_instance_gets_gpus_only_for_a_device_that_may_use_them():
     assert init_arguments("10.0.0.1:6379", "cuda") == {"address": "10.0.0.1:6379"}
     with pytest.raises(ValueError, match="GPUs per worker"):
         run_archive(Path("."), Path("out"), OPTIONS, ray_address="local:1", gpus_per_worker=0)
+
+
+#: Hannover images the bundled classifier calls Pneumothorax positive (5 of the first 7 by name), chosen so that the
+#: site summary's warning is seen end to end; they say nothing of the Hannover images as a whole.
+HANNOVER_PNEUMOTHORAX = ("006f3a8a.png", "0578e08b.png", "09258248.png", "0957ce54.png", "0a7faa2a.png")
+
+
+def site_batch(tmp_path: Path, images: list[Path]) -> tuple[subprocess.CompletedProcess, Path, dict]:
+    """``batch`` over copies of ``images``: its result, output folder and site summary, checked against the index:
+    every finding's count of inputs at or above the card's threshold, every explained input's score as recorded.
+    """
+    (tmp_path / "in").mkdir()
+    for image in images:
+        (tmp_path / "in" / image.name).write_bytes(image.read_bytes())
+    out = tmp_path / "out"
+    result = batch(tmp_path / "in", "--out", out, "--method", "latent-shift", "--frames", "2")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((out / "site_summary.json").read_text())
+    rows = index_rows(out)
+    thresholds = json.loads((ROOT / "weights" / "model_card.json").read_text())["thresholds"]
+    probabilities = [dict(cell.split("=") for cell in row["probabilities"].split(";")) for row in rows]
+    assert summary["classified"] == len(images) == len(rows)
+    for finding, entry in summary["findings"].items():
+        assert entry["called_positive"] == sum(float(p[finding]) >= thresholds[finding] for p in probabilities)
+    scores = []
+    for row in rows:
+        if row["status"] == "done":
+            record = json.loads((out / row["folder"] / "explanation.json").read_text())
+            assert float(row["ood_score"]) == record["out_of_distribution"]["score"]
+            scores.append(record["out_of_distribution"]["score"])
+    ood = summary["out_of_distribution"]
+    assert ood["scored"] == len(scores) and ood["max"] == max(scores)
+    return result, out, summary
+
+
+def test_the_site_summary_of_nih_test_images_warns_of_nothing(tmp_path):
+    """The first three NIH test-split images (by the split file): three explained, no finding flagged, no warning."""
+    with (ROOT / "weights" / "splits.csv").open(newline="") as file:
+        names = [row["file"] for row in csv.DictReader(file) if row["split"] == "test"][:3]
+    result, _, summary = site_batch(tmp_path, [shared("nih", "images", name) for name in names])
+    assert summary["warnings"] == [] and "wrong for this site" not in result.stderr
+    assert summary["findings"]["Pneumothorax"]["expected_rate"] == round(76 / 300, 4)
+
+
+def test_hannover_images_all_called_pneumothorax_positive_end_the_batch_with_a_warning(tmp_path):
+    """Five Hannover images the classifier calls Pneumothorax positive: 100% against the 25% of its NIH test split,
+    and even the low end of the 95% interval (57%) is above twice that, so the batch ends with one sentence on
+    stderr, the one the summary stores; the findings called positive on two of the five are not flagged.
+    """
+    images = [shared("mhh_covid19", "images", name) for name in HANNOVER_PNEUMOTHORAX]
+    result, _, summary = site_batch(tmp_path, images)
+    flagged = [finding for finding, entry in summary["findings"].items() if entry["flagged"]]
+    assert flagged == ["Pneumothorax"] and summary["findings"]["Pneumothorax"]["share"] == 1.0
+    (warning,) = summary["warnings"]
+    assert warning.startswith("Pneumothorax was called positive in 100% of this run's 5 classified images")
+    assert result.stderr.strip().splitlines()[-1] == f"warning: {warning}"

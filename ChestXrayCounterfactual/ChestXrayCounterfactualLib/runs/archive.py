@@ -6,6 +6,8 @@ Each input gets the folder and files :func:`.files.explain_files` would give it,
 names are fixed before any work starts, from the whole input list in order (and from the index of an earlier
 run, whose inputs keep their folders), so they never depend on which worker finishes first. A rerun skips
 every input whose folder is complete and retries those that failed; the index ends with one row per input.
+Beside it the run writes ``OUT/site_summary.json`` (see :mod:`.site_summary`): how often each finding was called
+positive here against the model set's expected rate, and the inputs' out-of-distribution scores.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from .index import NAME, IndexAppender, Row, make_row, probabilities_text, read_
 from ..methods import check_device
 from ..options import ExplainOptions
 from .files import FileResult, explain_work, folder_name, is_input_file
+from .site_summary import NAME as SUMMARY_NAME, load_reference, summarise, write_summary
 from ..errors import ArchiveError
 
 #: The manifest column that lists the inputs (relative paths are relative to the manifest's folder).
@@ -50,7 +53,8 @@ class ArchiveProgress:
     ``done`` counts inputs with a complete result (this run's and earlier ones'; ``negative`` of them had no finding
     to explain), ``explained`` only this run's explanations.
     A call is about either ``last``, the row that just landed, or ``message``, a sentence on a lost worker or on the
-    device the models could not run on.
+    device the models could not run on. ``site_warnings`` are the sentences of the run's site summary (see
+    :mod:`.site_summary`), set when the run ends.
     """
 
     total: int
@@ -61,6 +65,7 @@ class ArchiveProgress:
     workers_lost: int = 0
     last: Row | None = None
     message: str | None = None
+    site_warnings: list[str] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
 
     def count(self, row: Row) -> None:
@@ -136,6 +141,7 @@ def plan(inputs: list[tuple[str, Path]], out: Path, previous: Mapping[str, Row])
 
 
 def _record_row(item: ArchiveInput, status: str, record: Mapping) -> Row:
+    ood = record.get("out_of_distribution")
     return make_row(
         input=item.key,
         status=status,
@@ -146,6 +152,7 @@ def _record_row(item: ArchiveInput, status: str, record: Mapping) -> Row:
         seconds=record["seconds"]["total"],
         folder=item.folder.name,
         probabilities=probabilities_text(record.get("probabilities_original", {})),
+        ood_score=ood["score"] if ood else "",
     )
 
 
@@ -241,7 +248,8 @@ def run_archive(
     CPU used; on Ray, an actor whose device is a GPU reserves ``gpus_per_worker`` of one (a fraction shares a
     card among actors). Inputs and ``out`` must lie at the same path on every node. Raises
     :class:`ArchiveError` (or ``ValueError`` for a bad option) if the run cannot start; a bad input is a failed
-    row, never an exception.
+    row, never an exception. At the end the site summary of all the index's rows is written (for a model set with a
+    model card) and its warnings put in the tally's ``site_warnings``.
     """
     if (workers is not None and workers < 1) or batch_size < 1:
         raise ValueError(f"workers and batch size must be at least 1, not {workers} and {batch_size}")
@@ -313,6 +321,12 @@ def run_archive(
                 land(todo[position].key, row)
     finally:
         appender.close()
-    rewrite_index(out / NAME, [rows[item.key] for item in planned])
+    final = [rows[item.key] for item in planned]
+    rewrite_index(out / NAME, final)
     _remove_leftovers(out, planned)
+    reference = load_reference(models)
+    if reference is not None:
+        summary = summarise(final, reference)
+        write_summary(out / SUMMARY_NAME, summary)
+        tally.site_warnings = summary["warnings"]
     return tally

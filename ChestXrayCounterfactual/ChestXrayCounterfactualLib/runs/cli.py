@@ -365,5 +365,7 @@ def _batch(args: argparse.Namespace) -> int:
         _say("interrupted: finished outputs and their index rows are complete; rerun to do the rest")
         return 130
     undelivered = deliver_archive(args.out, targets, _say) if targets else 0
+    for warning in progress.site_warnings:
+        _say(f"warning: {warning}")
     print(args.out / "index.csv")
     return 1 if progress.failed or undelivered else 0

@@ -17,10 +17,11 @@ from pathlib import Path
 NAME = "index.csv"
 COLUMNS = (
     "input", "status", "error", "finding", "p_original", "p_counterfactual", "flipped", "seconds", "folder", "sent",
-    "probabilities",
+    "probabilities", "ood_score",
 )
-#: Indexes written before the ``sent`` (what ``--send``/``--stow`` delivered) and ``probabilities`` columns.
-OLDER_COLUMNS = COLUMNS[:-2]
+#: The columns of older indexes: before ``sent`` (what ``--send``/``--stow`` delivered) and ``probabilities``, and
+#: before ``ood_score`` (the out-of-distribution score of an explained input).
+OLDER_COLUMNS = (COLUMNS[:-3], COLUMNS[:-1])
 
 #: One row: every column of :data:`COLUMNS`, as text ("" where it does not apply).
 Row = dict[str, str]
@@ -53,14 +54,14 @@ def _complete_text(path: Path) -> str:
 
 def read_index(path: Path) -> dict[str, Row]:
     """The rows of the index at ``path`` by input (the last row of an input wins); empty if there is none.
-    Lines cut short or with the wrong number of fields are ignored; rows of an index written before the ``sent``
-    and ``probabilities`` columns get them empty.
+    Lines cut short or with the wrong number of fields are ignored; rows of an older index (:data:`OLDER_COLUMNS`)
+    get the columns it lacks empty.
     """
     rows: dict[str, Row] = {}
     lines = _complete_text(path).splitlines()
     for fields in csv.reader(lines[1:]):
-        if len(fields) == len(OLDER_COLUMNS):
-            fields += [""] * (len(COLUMNS) - len(OLDER_COLUMNS))
+        if len(fields) in {len(older) for older in OLDER_COLUMNS}:
+            fields += [""] * (len(COLUMNS) - len(fields))
         if len(fields) == len(COLUMNS):
             row = dict(zip(COLUMNS, fields, strict=True))
             rows[row["input"]] = row
