@@ -8,6 +8,7 @@ import sys
 
 import numpy as np
 import pytest
+from PIL import Image, ImageSequence
 import SimpleITK as sitk
 import torch
 
@@ -67,7 +68,13 @@ def test_explain_writes_every_file_on_the_input_grid(explained):
         "files",
     ):
         assert key in record
-    assert record["method"] == "local" and record["saliency"] == "grad-cam"
+    assert record["method"] == "manifold" and record["saliency"] == "grad-cam"
+    assert record["strength"] == "typical" and record["strength_reason"].startswith("the default: to ")
+    with Image.open(folder / "frames.gif") as gif:
+        durations = [frame.info["duration"] for frame in ImageSequence.Iterator(gif)]
+    assert len(durations) == record["frames"] and durations[record["crossing_frame"]] >= 600, (
+        "the first frame across the threshold is held longer"
+    )
     assert record["seconds"]["total"] > 0 and "counterfactual" in record["seconds"]
     counterfactual = read_radiograph(folder / "counterfactual.nrrd")
     assert counterfactual.window == original.window  # read back in, displayed like the input

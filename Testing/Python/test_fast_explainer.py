@@ -14,6 +14,7 @@ from ChestXrayCounterfactualLib.explain.pipeline import Explainer
 from ChestXrayCounterfactualLib.errors import ExplainerError
 from ChestXrayCounterfactualLib.modelset import AuditorModel
 from ChestXrayCounterfactualLib.methods import COUNTERFACTUAL_METHODS
+from ChestXrayCounterfactualLib.explain.records import strength_line
 from ChestXrayCounterfactualLib.options import ExplainOptions
 from ChestXrayCounterfactualLib.inputs.radiograph import Radiograph
 from toy_models import FINDINGS, QuadrantClassifier, latent_direction, quadrant_mask, toy_model_set
@@ -166,3 +167,27 @@ def test_typical_strength_goes_past_the_threshold_to_the_typical_probability(exp
     assert typical.p_counterfactual < min(0.2, just.p_counterfactual)
     with pytest.raises(ExplainerError, match="no typical probabilities"):
         explainer.explain(image, ExplainOptions(finding=FINDINGS[0], method=method, strength="typical"))
+
+
+def test_the_default_strength_and_why_it_was_used_are_recorded(explainer):
+    """No strength asked for: "typical" where the model set stores typical probabilities, "threshold" (saying why)
+    where it does not; asked for: that strength, said so. The record, the summary's strength line and the first
+    frame across the threshold agree with the frames' probabilities.
+    """
+    image = radiograph(START["remove"])
+    plain = explainer.explain(image, ExplainOptions(finding=FINDINGS[0], frames=6))
+    assert plain.strength == "threshold" and "stores no typical probabilities" in plain.strength_reason
+    explainer.models.typical = {"absent": {FINDINGS[0]: 0.1}, "present": {FINDINGS[0]: 0.9}}
+    try:
+        default = explainer.explain(image, ExplainOptions(finding=FINDINGS[0], frames=6))
+        asked = explainer.explain(image, ExplainOptions(finding=FINDINGS[0], frames=6, strength="threshold"))
+    finally:
+        explainer.models.typical = {}
+    assert default.strength == "typical" and default.strength_reason.startswith("the default: to 0.10")
+    assert asked.strength == "threshold" and asked.strength_reason.startswith("asked for: just across")
+    record = default.record()
+    assert (record["strength"], record["strength_reason"]) == (default.strength, default.strength_reason)
+    crossing = record["crossing_frame"]
+    p = default.frame_probabilities
+    assert 0 < crossing < len(p) and p[crossing] < default.threshold <= p[crossing - 1]
+    assert strength_line(record).endswith(f"crosses the threshold at frame {crossing + 1} of {len(p)}")

@@ -137,6 +137,7 @@ class Explanation:
             "threshold": self.threshold,
             "flipped": self.flipped,
             "crossing_frame": self.crossing_frame,
+            "frames": len(self.frame_probabilities),
             "auditors": self.audit,
             "verdict": self.verdict,
             "probabilities_original": self.probabilities,

@@ -23,8 +23,14 @@ def outcome_line(record: Mapping) -> str:
 
 
 def strength_line(record: Mapping) -> str:
-    """"strength typical: the default: to 0.08, the median probability of ..." from an explanation's record."""
-    return f"strength {record['strength']}: {record['strength_reason']}"
+    """"strength typical: the default: to 0.08, the median probability of ...; the animation crosses the threshold
+    at frame 5 of 8" from an explanation's record (frames counted from 1, the original being the first).
+    """
+    line = f"strength {record['strength']}: {record['strength_reason']}"
+    crossing, frames = record.get("crossing_frame"), record.get("frames")
+    if crossing is not None and frames:
+        line += f"; the animation crosses the threshold at frame {crossing + 1} of {frames}"
+    return line
 
 
 def input_lines(record: Mapping) -> list[str]:
