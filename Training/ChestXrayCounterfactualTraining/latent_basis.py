@@ -48,22 +48,27 @@ def publish_latent_basis(records: list[Record], weights: Path, dimensions: int) 
     card = json.loads(card_path.read_text())
     card["files"]["latent_basis"] = {"file": FILE_NAME, "sha256": sha256_of(target), "bytes": target.stat().st_size}
     card["latent_basis"] = {
-        "method": "top right singular vectors of the centred latents of the training images (NIH training split and "
-        "the unlabelled Hannover training images)",
+        "method": "top right singular vectors of the centred autoencoder latents of the training images (NIH training "
+        "split and the unlabelled Hannover training images)",
         "images": len(records),
         "dimensions": dimensions,
         "variance_explained": round(explained, 4),
     }
     card_path.write_text(json.dumps(card, indent=2) + "\n")
-    basis_card = card["latent_basis"]
-    section = f"""## Latent basis of the "manifold" method (`{FILE_NAME}`)
-The "manifold" counterfactual method steps only within the span of these {dimensions} directions: {basis_card["method"]}
-({len(records)} images); they hold {basis_card["variance_explained"]:.1%} of the latents' variance. A plain latent
-gradient lets through small edits that only the explained classifier reacts to; steps along the directions in which
-real radiographs vary make changes that the independent auditors see too (`Testing/benchmarks/README.md`).
+    markdown = weights / "MODEL_CARD.md"
+    text = with_section(markdown.read_text(), basis_section(card), before="## Training data")
+    markdown.write_text(with_section(text, files_section(card), before="## Attribution"))
+    return card["latent_basis"]
+
+
+def basis_section(card: dict) -> str:
+    """The model card's section on the latent basis."""
+    basis = card["latent_basis"]
+    return f"""## Latent basis of the "manifold" method (`{FILE_NAME}`)
+The "manifold" counterfactual method steps only within the span of {basis["dimensions"]} directions of the latent
+space: the {basis["method"]}, {basis["images"]} images. They hold {basis["variance_explained"]:.1%} of the
+latents' variance. A plain latent gradient lets through small edits that only the explained classifier reacts to;
+steps along the directions in which real radiographs vary make changes that the independent auditors see too
+(`Testing/benchmarks/README.md`).
 
 """
-    markdown = weights / "MODEL_CARD.md"
-    text = with_section(markdown.read_text(), section, before="## Training data")
-    markdown.write_text(with_section(text, files_section(card), before="## Attribution"))
-    return basis_card
