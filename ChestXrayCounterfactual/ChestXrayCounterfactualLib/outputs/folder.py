@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,8 @@ from ..explain.records import INTENDED_USE, strength_line
 from ..inputs.images import WINDOW_KEY
 from ..inputs.radiograph import Radiograph
 
+#: Characters per line of the overview's bottom text (16 inches at 10 pt).
+OVERVIEW_LINE = 190
 FILES = ("counterfactual.nrrd", "saliency.nrrd", "difference.nrrd", "overview.png", "frames.gif", "explanation.json")
 DICOM_FOLDER = "dicom"
 
@@ -52,7 +55,7 @@ def write_overview(path: Path, explanation: Explanation) -> None:
     shown_cf = Radiograph(explanation.counterfactual, r.window, inverted=r.inverted).display()
     change = _thumbnail(shown_cf - r.display())
     limit = max(float(np.abs(change).max()), 1e-3)
-    fig, axes = plt.subplots(1, 4, figsize=(16, 4.8), dpi=100)
+    fig, axes = plt.subplots(1, 4, figsize=(16, 5.4), dpi=100)
     panels = [
         ("original", original),
         (f"saliency ({explanation.saliency_method})", original),
@@ -92,8 +95,9 @@ def write_overview(path: Path, explanation: Explanation) -> None:
     ]
     if audit:
         lines.insert(0, f"independent models on {explanation.finding}: {audit}: {explanation.verdict}")
-    fig.text(0.5, 0.02, "\n".join(lines), ha="center", fontsize=10)
-    fig.tight_layout(rect=(0, 0.1 if audit else 0.07, 1, 0.93))
+    wrapped = [part for line in lines for part in textwrap.wrap(line, OVERVIEW_LINE)]
+    fig.text(0.5, 0.02, "\n".join(wrapped), ha="center", fontsize=10)
+    fig.tight_layout(rect=(0, 0.03 + 0.035 * len(wrapped), 1, 0.93))
     fig.savefig(path)
     plt.close(fig)
 
