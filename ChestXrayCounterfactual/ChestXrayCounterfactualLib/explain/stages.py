@@ -256,15 +256,18 @@ def _problem(
 def _deliver(
     models: ModelSet, batch: Batch, plans: list[Plan], results: list[cf.Counterfactual], margin: float,
 ) -> list[Delivered]:
-    """Each result on its input's grid as original + visible change, and the classifier on exactly that image
-    (re-mapped to model space), in one pass.
+    """Each result on its input's grid as original + visible change, kept within the input's own pixel range (a
+    stored image cannot hold a value darker or brighter than that, so nothing is lost when it is written back in the
+    input's format), and the classifier on exactly that image (re-mapped to model space), in one pass.
     """
     grids = []
     for plan, result in zip(plans, results, strict=True):
         radiograph, geometry = batch.radiographs[plan.index], batch.geometries[plan.index]
         change = (result.image - batch.x[plan.index : plan.index + 1])[0, 0].cpu().numpy()
-        difference = radiograph.display_change_to_pixels(visible_change_on_grid(geometry, change))
-        counterfactual = (radiograph.pixels + difference).astype(np.float32)
+        pixels = radiograph.pixels
+        visible = radiograph.display_change_to_pixels(visible_change_on_grid(geometry, change))
+        counterfactual = np.clip(pixels + visible, pixels.min(), pixels.max()).astype(np.float32)
+        difference = counterfactual - pixels
         shown = geometry.to_model(replace(radiograph, pixels=counterfactual).display()).to(models.device)
         grids.append((change, difference, counterfactual, shown))
     verified = models.classifier(torch.cat([shown for *_, shown in grids]))
