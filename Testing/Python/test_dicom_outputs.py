@@ -267,9 +267,10 @@ def _voi_lut_monochrome1(tmp_path):
 def test_a_voi_lut_input_gets_an_encoding_for_the_values_the_reader_showed(sample_explanation, tmp_path):
     radiograph = read_radiograph(_voi_lut_monochrome1(tmp_path))
     assert radiograph.metadata["window_from"] == "VOI LUT sequence"
-    difference = sample_explanation.difference * 256
+    pixels = radiograph.pixels
+    counterfactual = np.clip(pixels + sample_explanation.difference * 256, pixels.min(), pixels.max())  # as delivered
     explanation = replace(
-        sample_explanation, radiograph=radiograph, counterfactual=radiograph.pixels + difference, difference=difference,
+        sample_explanation, radiograph=radiograph, counterfactual=counterfactual, difference=counterfactual - pixels,
     )
     write_dicom(tmp_path / "dicom", explanation)
     header = pydicom.dcmread(tmp_path / "dicom" / "counterfactual.dcm", stop_before_pixels=True)
