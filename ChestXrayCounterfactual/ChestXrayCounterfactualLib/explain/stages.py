@@ -75,8 +75,8 @@ class Plan:
     threshold: float
     direction: str
     typical: float | None
-    strength: str = methods.DEFAULT_STRENGTH
-    strength_reason: str = ""
+    strength: str
+    strength_reason: str
 
 
 @dataclass(frozen=True)
@@ -258,7 +258,8 @@ def _deliver(
 ) -> list[Delivered]:
     """Each result on its input's grid as original + visible change, kept within the input's own pixel range (a
     stored image cannot hold a value darker or brighter than that, so nothing is lost when it is written back in the
-    input's format), and the classifier on exactly that image (re-mapped to model space), in one pass.
+    input's format; a change the range cuts below one grey level is dropped), and the classifier on exactly that
+    image (re-mapped to model space), in one pass.
     """
     grids = []
     for plan, result in zip(plans, results, strict=True):
@@ -266,8 +267,10 @@ def _deliver(
         change = (result.image - batch.x[plan.index : plan.index + 1])[0, 0].cpu().numpy()
         pixels = radiograph.pixels
         visible = radiograph.display_change_to_pixels(visible_change_on_grid(geometry, change))
-        counterfactual = np.clip(pixels + visible, pixels.min(), pixels.max()).astype(np.float32)
-        difference = counterfactual - pixels
+        difference = np.clip(pixels + visible, pixels.min(), pixels.max()) - pixels
+        grey_level = np.abs(radiograph.display_change_to_pixels(np.array(cf.DEADBAND)))
+        difference[np.abs(difference) < grey_level] = 0  # what the clip left of a change is no visible change
+        counterfactual = (pixels + difference).astype(np.float32)
         shown = geometry.to_model(replace(radiograph, pixels=counterfactual).display()).to(models.device)
         grids.append((change, difference, counterfactual, shown))
     verified = models.classifier(torch.cat([shown for *_, shown in grids]))
