@@ -37,9 +37,25 @@ STRENGTHS = {
 #: on one that does not): see Testing/benchmarks/README.md for the figures.
 DEFAULT_STRENGTH = "typical"
 
+PRECISIONS = {
+    "fp32": "full precision: every network pass in float32",
+    "bf16": "the counterfactual search's network passes under autocast to bfloat16 (GPU; CPU too, where it pays); "
+    "every probability and verdict reported is still measured in float32",
+    "fp16": "as bf16, in float16 (GPU only; on the CPU the search runs in float32, with a warning)",
+}
+#: float32 until reduced precision has been shown to give the same decisions on every device it is offered for
+#: (Testing/benchmarks/README.md, "Reduced precision").
+DEFAULT_PRECISION = "fp32"
 
-def check(counterfactual: str, saliency: str, direction: str | None = None, strength: str | None = None) -> None:
-    """Raise ``ValueError`` with a sentence for an unknown method, direction or strength."""
+
+def check(
+    counterfactual: str,
+    saliency: str,
+    direction: str | None = None,
+    strength: str | None = None,
+    precision: str = DEFAULT_PRECISION,
+) -> None:
+    """Raise ``ValueError`` with a sentence for an unknown method, direction, strength or precision."""
     if counterfactual not in COUNTERFACTUAL_METHODS:
         raise ValueError(f"unknown method {counterfactual!r}; choose from {', '.join(COUNTERFACTUAL_METHODS)}")
     if saliency not in SALIENCY_METHODS:
@@ -48,6 +64,8 @@ def check(counterfactual: str, saliency: str, direction: str | None = None, stre
         raise ValueError(f"unknown direction {direction!r}; choose remove or add")
     if strength is not None and strength not in STRENGTHS:
         raise ValueError(f"unknown strength {strength!r}; choose from {', '.join(STRENGTHS)}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
 
 
 #: Where the models run (``--device``): what a request may say, and the device unless one is named (the CPU, where

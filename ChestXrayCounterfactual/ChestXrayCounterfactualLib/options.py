@@ -21,7 +21,8 @@ class ExplainOptions:
     """What to explain (``finding``; None: the most probable above its threshold), how (``method``, ``saliency``,
     ``direction``, None: remove the finding if present, add it if absent; ``strength``, None: the default for the
     model set, see :data:`methods.DEFAULT_STRENGTH`; ``frames`` of the animation) and how the results are written
-    (``overwrite`` existing folders, ``anonymize``, also ``dicom``).
+    (``overwrite`` existing folders, ``anonymize``, also ``dicom``). ``precision`` is the arithmetic of the
+    counterfactual search's network passes (:data:`methods.PRECISIONS`); what is reported is measured in float32.
     """
 
     finding: str | None = None
@@ -30,12 +31,13 @@ class ExplainOptions:
     direction: str | None = None
     strength: str | None = None
     frames: int = DEFAULT_FRAMES
+    precision: str = methods.DEFAULT_PRECISION
     overwrite: bool = False
     anonymize: bool = False
     dicom: bool = False
 
     def __post_init__(self) -> None:
         """Raise ``ValueError`` naming the first option that cannot work."""
-        methods.check(self.method, self.saliency, self.direction, self.strength)
+        methods.check(self.method, self.saliency, self.direction, self.strength, self.precision)
         if not isinstance(self.frames, int) or isinstance(self.frames, bool) or self.frames < 2:
             raise ValueError(f"frames must be a whole number of at least 2, not {self.frames!r}")

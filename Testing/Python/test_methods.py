@@ -36,6 +36,7 @@ def test_unknown_names_are_refused_with_the_choices(arguments, wrong):
         ({"saliency": "nope"}, "unknown saliency"),
         ({"direction": "sideways"}, "unknown direction"),
         ({"strength": "far"}, "unknown strength"),
+        ({"precision": "fp64"}, "unknown precision"),
         ({"frames": 1}, "frames must be"),
         ({"frames": 2.5}, "frames must be"),
     ],
@@ -50,6 +51,8 @@ def test_the_command_line_offers_every_option_and_reads_back_the_defaults():
     add_options(parser)
     assert {action.dest for action in parser._actions} - {"help"} == {option.name for option in fields(ExplainOptions)}
     assert options_from(parser.parse_args([])) == ExplainOptions()
+    assert options_from(parser.parse_args(["--precision", "bf16"])).precision == "bf16"
+    assert ExplainOptions().precision == methods.DEFAULT_PRECISION == "fp32"
     with pytest.raises(ValueError, match="frames must be"):
         options_from(parser.parse_args(["--frames", "1"]))
 

@@ -1,9 +1,11 @@
 """Throughput of the default explanation (method, saliency and strength of ``methods.py``) on held-out NIH
-test images: how many explanations a minute one process, Ray and (once the engine can use one) a GPU give,
-and the memory each process needs.
+test images: how many explanations a minute one process and Ray give on the CPU, how many a second a device gives
+in batches, and the memory each process needs.
 
     .venv/bin/python Testing/benchmarks/throughput.py [--images 32] [--batch-sizes 1 8 32]
     .venv/bin/python Testing/benchmarks/throughput.py --quick [--ray]      # a smoke run of a minute or two
+    .venv/bin/python Testing/benchmarks/throughput.py --device cuda [--precision bf16]   # the device benchmark
+    .venv/bin/python Testing/benchmarks/throughput.py --device cpu --images 2 --batch-sizes 1 2   # its CPU smoke run
 
 Every configuration runs in a fresh process (so each peak memory figure is that configuration's own) and
 after a warm-up explanation there (first-call costs excluded):
@@ -15,6 +17,12 @@ after a warm-up explanation there (first-call costs excluded):
 - peak memory: the process's peak RSS (``getrusage``); for Ray, each worker process's peak (VmHWM), read from
   /proc as results land, the last reading after its final batch.
 
+With ``--device`` it measures only ``explain_batch`` there, per method (``--methods``; default the default method and
+Latent Shift, the two the issue sets goals for) and batch size (default 1 8 32 64, on 128 images), each in a fresh
+process after one untimed batch of that size: explanations a second, and on a CUDA card the peak memory torch
+allocated on it (``torch.cuda.max_memory_allocated``, reset after the warm-up). The same code runs on every device,
+the CPU included.
+
 Writes ``results/throughput.json`` and ``results/throughput.md`` (the table it prints) beside this file.
 """
 
@@ -22,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import inspect
 import json
 import multiprocessing
 import os
@@ -34,7 +41,7 @@ import tempfile
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -52,9 +59,10 @@ from ChestXrayCounterfactualLib.modelset import default_weights_dir
 from process_tree import titled
 
 HERE = Path(__file__).resolve().parent
-#: The issue's goals: median seconds of one explanation on the 2-core CPU, and explanations per second on a GPU.
+#: The goals: median seconds of one explanation on the 2-core CPU (issue 12), and explanations per second at the best
+#: batch size on one data-centre GPU, per method (issue 22).
 GOAL_SINGLE_SECONDS = 1.2
-GOAL_GPU_PER_SECOND = 20
+GOALS_GPU_PER_SECOND = {"latent-shift": 500, methods.DEFAULT_COUNTERFACTUAL: 100}
 
 
 @dataclass(frozen=True)
@@ -65,10 +73,13 @@ class Settings:
     finding: str
     archive_batch_size: int
     workers: int
+    device: str | None = None  # None: the Explainer's default (the CPU)
+    method: str = methods.DEFAULT_COUNTERFACTUAL
+    precision: str = methods.DEFAULT_PRECISION
 
     @property
     def options(self) -> ExplainOptions:
-        return ExplainOptions(finding=self.finding)
+        return ExplainOptions(finding=self.finding, method=self.method, precision=self.precision)
 
 
 def peak_rss_mb() -> float:
@@ -81,12 +92,19 @@ def stage_medians(seconds: list[dict[str, float]]) -> dict[str, float]:
     return {stage: float(np.median([s.get(stage, 0.0) for s in seconds])) for stage in (*STAGES, "total")}
 
 
-def loaded(settings: Settings) -> tuple[Explainer, list]:
-    """The bundled model set, the images read, and one untimed explanation (lazy imports, first allocations)."""
-    explainer = Explainer()
+def loaded(settings: Settings, warm: int = 1) -> tuple[Explainer, list]:
+    """The bundled model set on the settings' device, the images read, and one untimed batch of the first ``warm``
+    images (lazy imports, first allocations, the kernels for that batch size).
+    """
+    explainer = Explainer(device=settings.device)
     radiographs = [read_radiograph(path) for path in settings.images]
-    explainer.explain(radiographs[0], settings.options)
+    explainer.explain_batch(radiographs[:warm], settings.options)
     return explainer, radiographs
+
+
+def device_peak_mb(device: torch.device) -> float | None:
+    """The peak memory torch allocated on a CUDA ``device`` since the last reset, in MB; None on another device."""
+    return torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
 
 
 def measure_single(settings: Settings) -> dict:
@@ -112,8 +130,12 @@ def measure_single(settings: Settings) -> dict:
 
 
 def measure_batch(settings: Settings, size: int) -> dict:
-    """``explain_batch`` on the images in batches of ``size``; each batch's seconds shared by its images."""
-    explainer, radiographs = loaded(settings)
+    """``explain_batch`` on the images in batches of ``size``; each batch's seconds shared by its images. With a
+    device, the warm-up is a whole batch and a CUDA card's memory peak is that of the timed batches.
+    """
+    explainer, radiographs = loaded(settings, size if settings.device else 1)
+    if explainer.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(explainer.device)
     walls, per_explanation, stages, flipped = [], [], [], 0
     for start in range(0, len(radiographs), size):
         batch = radiographs[start : start + size]
@@ -128,6 +150,10 @@ def measure_batch(settings: Settings, size: int) -> dict:
             flipped += outcome.flipped
     return {
         "configuration": f"batch {size}: explain_batch, one process",
+        "method": settings.method,
+        "batch_size": size,
+        "device": str(explainer.device),
+        "device_warning": explainer.device_warning,
         "explained": len(per_explanation),
         "flipped": flipped,
         "wall_seconds": sum(walls),
@@ -135,6 +161,7 @@ def measure_batch(settings: Settings, size: int) -> dict:
         "stage_medians": stage_medians(stages),
         "torch_threads": torch.get_num_threads(),
         "peak_memory_mb": peak_rss_mb(),
+        "device_peak_memory_mb": device_peak_mb(explainer.device),
     }
 
 
@@ -251,13 +278,10 @@ def in_fresh_process(function: Callable[..., dict], *arguments: object) -> dict:
 
 
 def gpu_line() -> str:
-    """Why there is no GPU figure: no GPU here, or an engine that does not run on one."""
+    """Where the GPU figures are: not in the CPU table; measured with ``--device cuda`` if torch sees a card."""
     if not torch.cuda.is_available():
         return "GPU: none visible to torch on this machine; not measured."
-    name = torch.cuda.get_device_name(0)
-    if "device" not in inspect.signature(Explainer).parameters:
-        return f"GPU: {name} present, but the engine runs on the CPU only (Explainer takes no device); not measured."
-    return f"GPU: {name} present and Explainer takes a device, but this script does not measure it yet."
+    return f"GPU: {torch.cuda.get_device_name(0)} present; measure it with --device cuda."
 
 
 def cpu_name() -> str:
@@ -336,45 +360,131 @@ def markdown(report: dict) -> str:
             f"Goal, single explanation ≤ {GOAL_SINGLE_SECONDS} s median on the 2-core CPU: {median:.2f} s "
             f"({verdict}{caveat}).",
         )
-    lines.append(f"{report['gpu']} (Goal: ≥ {GOAL_GPU_PER_SECOND} explanations/s at batch 32.)")
+    lines.append(f"{report['gpu']} ({goals()})")
     return "\n".join(lines) + "\n"
 
 
-def main() -> None:
+def goals() -> str:
+    """The GPU goals, as a sentence."""
+    each = " and ".join(f"≥ {goal} {method}" for method, goal in GOALS_GPU_PER_SECOND.items())
+    return f"Goals on one data-centre GPU: {each} explanations/s at the best batch size."
+
+
+def device_markdown(report: dict) -> str:
+    """The device benchmark's table: explanations a second per method and batch size, memory, and each method's
+    best batch size against its goal.
+    """
+    m = report["machine"]
+    lines = [
+        (
+            f"Date {report['date']}, commit {report['commit']}, device {report['device']} ({m['device_name']}), "
+            f"{m['cpus']} CPUs (load average {m['load_average']} at the start), torch {m['torch']}, Python "
+            f"{m['python']}; {report['images']} test images, {report['finding']}, saliency {report['saliency']}, "
+            f"strength {report['strength']}, precision {report['precision']}."
+        ),
+        "",
+        "| method | batch | explanations/s | s per explanation (median) | device memory MB | peak RSS MB | flipped |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for result in report["results"]:
+        row = summary_row(result)
+        device_mb = result["device_peak_memory_mb"]
+        device = "\N{EN DASH}" if device_mb is None else f"{device_mb:.0f}"
+        lines.append(
+            f"| {result['method']} | {result['batch_size']} | {row['per_minute'] / 60:.2f} | "
+            f"{row['median_seconds']:.3f} | {device} | "
+            f"{result['peak_memory_mb']:.0f} | {result['flipped']}/{result['explained']} |",
+        )
+    lines.append("")
+    for method in dict.fromkeys(result["method"] for result in report["results"]):
+        rates = {r["batch_size"]: summary_row(r)["per_minute"] / 60 for r in report["results"] if r["method"] == method}
+        best = max(rates, key=lambda size: rates[size])
+        goal = GOALS_GPU_PER_SECOND.get(method)
+        if goal is None:
+            verdict = "no goal set"
+        elif report["device"].startswith("cuda"):
+            verdict = f"goal ≥ {goal}/s: {'met' if rates[best] >= goal else 'not met'}"
+        else:
+            verdict = f"goal ≥ {goal}/s on one data-centre GPU; not judged on {report['device']}"
+        lines.append(f"{method}: best {rates[best]:.2f} explanations/s at batch {best} ({verdict}).")
+    warnings = {r["device_warning"] for r in report["results"] if r["device_warning"]}
+    lines += [f"Device: {warning}." for warning in sorted(warnings)]
+    return "\n".join(lines) + "\n"
+
+
+def arguments() -> argparse.Namespace:
+    """The command line: the CPU table's options, and ``--device`` for the device benchmark."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=HERE.parents[2] / "shared" / "data")
     parser.add_argument("--splits", type=Path, default=default_weights_dir() / "splits.csv")
-    parser.add_argument("--images", type=int, help="test images to explain (default 32; --quick: 4)")
-    parser.add_argument("--batch-sizes", type=int, nargs="+", help="explain_batch sizes (default 1 8 32; --quick: 1 2)")
+    parser.add_argument("--images", type=int, help="test images to explain (default 32; --quick: 4; --device: 128)")
+    parser.add_argument(
+        "--batch-sizes", type=int, nargs="+",
+        help="explain_batch sizes (default 1 8 32; --quick: 1 2; --device: 1 8 32 64)",
+    )
     parser.add_argument("--finding", default="Cardiomegaly", help="explained on every image, present or not")
     parser.add_argument("--archive-batch-size", type=int, default=8, help="run_archive's batch size (the CLI's)")
     parser.add_argument("--workers", type=int, default=2, help="Ray worker processes (local:N)")
     parser.add_argument("--quick", action="store_true", help="a smoke run: 4 images, batch sizes 1 2, no Ray")
     parser.add_argument("--ray", action="store_true", help="with --quick: measure Ray too")
+    parser.add_argument(
+        "--device", type=methods.check_device,
+        help=f"measure only explain_batch, on this device: {methods.DEVICE_HELP}",
+    )
+    parser.add_argument(
+        "--methods", nargs="+", choices=list(methods.COUNTERFACTUAL_METHODS),
+        help=f"with --device: the methods measured (default {methods.DEFAULT_COUNTERFACTUAL} latent-shift)",
+    )
+    parser.add_argument("--precision", choices=list(methods.PRECISIONS), default=methods.DEFAULT_PRECISION)
     parser.add_argument("--out", type=Path, default=HERE / "results")
-    args = parser.parse_args()
-    if not (args.data / "nih" / "images").is_dir():
-        print(f"throughput: skipped, no NIH images at {args.data / 'nih' / 'images'} (give --data DIR)")
-        return
-    count = args.images or (4 if args.quick else 32)
+    return parser.parse_args()
+
+
+def plan(args: argparse.Namespace, settings: Settings) -> list[tuple[Callable[..., dict], tuple]]:
+    """The configurations to measure, each a function and its arguments: with ``--device``, ``explain_batch`` per
+    method and batch size; else one image at a time, the batch sizes, the archive and (unless quick) Ray.
+    """
+    if args.device:
+        sizes = args.batch_sizes or [1, 8, 32, 64]
+        chosen = args.methods or [methods.DEFAULT_COUNTERFACTUAL, "latent-shift"]
+        return [(measure_batch, (replace(settings, method=method), size)) for method in chosen for size in sizes]
     sizes = args.batch_sizes or ([1, 2] if args.quick else [1, 8, 32])
-    images = test_images(args.data, args.splits, count)
-    if len(images) < count:
-        raise SystemExit(f"only {len(images)} test-split images under {args.data}, {count} asked for")
-    settings = Settings(images, args.finding, args.archive_batch_size, args.workers)
     parts: list[tuple[Callable[..., dict], tuple]] = [(measure_single, (settings,))]
     parts += [(measure_batch, (settings, size)) for size in sizes]
     parts += [(measure_archive, (settings, False))]
     if not args.quick or args.ray:
         parts += [(measure_archive, (settings, True))]
+    return parts
+
+
+def device_name(device: str | None) -> str:
+    """The card's name for a CUDA device torch sees, else the processor's."""
+    if device and device.startswith("cuda") and torch.cuda.is_available():
+        return torch.cuda.get_device_name(torch.device(device))
+    return cpu_name()
+
+
+def main() -> None:
+    args = arguments()
+    if not (args.data / "nih" / "images").is_dir():
+        print(f"throughput: skipped, no NIH images at {args.data / 'nih' / 'images'} (give --data DIR)")
+        return
+    count = args.images or (128 if args.device else 4 if args.quick else 32)
+    images = test_images(args.data, args.splits, count)
+    if len(images) < count:
+        raise SystemExit(f"only {len(images)} test-split images under {args.data}, {count} asked for")
+    settings = Settings(
+        images, args.finding, args.archive_batch_size, args.workers, args.device, precision=args.precision,
+    )
     load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
     results = []
-    for function, arguments in parts:
+    for function, arguments_ in plan(args, settings):
         began = time.perf_counter()
-        results.append(in_fresh_process(function, *arguments))
+        results.append(in_fresh_process(function, *arguments_))
         row = summary_row(results[-1])
         print(
-            f"{results[-1]['configuration']}: {row['per_minute']:.1f} explanations/min, median "
+            f"{results[-1].get('method', methods.DEFAULT_COUNTERFACTUAL)} {results[-1]['configuration']}: "
+            f"{row['per_minute']:.1f} explanations/min ({row['per_minute'] / 60:.2f}/s), median "
             f"{row['median_seconds']:.2f} s, peak {results[-1]['peak_memory_mb']:.0f} MB "
             f"({time.perf_counter() - began:.0f} s with loading and warm-up)",
             flush=True,
@@ -390,24 +500,28 @@ def main() -> None:
         "commit": commit + (" (uncommitted changes)" if dirty else ""),
         "machine": {
             "cpu": cpu_name(),
+            "device_name": device_name(results[0].get("device")),
             "cpus": len(os.sched_getaffinity(0)),
             "load_average": load,
             "torch": torch.__version__,
             "torch_threads": results[0]["torch_threads"],
             "python": platform.python_version(),
         },
+        "device": results[0].get("device", "cpu") if args.device else "cpu",
         "images": len(images),
         "finding": args.finding,
         "method": methods.DEFAULT_COUNTERFACTUAL,
         "saliency": methods.DEFAULT_SALIENCY,
         "strength": methods.DEFAULT_STRENGTH,
+        "precision": args.precision,
         "gpu": gpu_line(),
         "results": results,
     }
-    table = markdown(report)
+    table = device_markdown(report) if args.device else markdown(report)
+    name = "throughput_device" if args.device else "throughput"
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "throughput.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    (args.out / "throughput.md").write_text(table, encoding="utf-8")
+    (args.out / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    (args.out / f"{name}.md").write_text(table, encoding="utf-8")
     print()
     print(table, end="")
 

@@ -29,6 +29,7 @@ import torch
 
 from ..errors import ExplainerError
 from ..modelset import ModelSet
+from .precision import autocast
 
 #: Logit margin past the threshold a counterfactual aims for, so it does not sit on the boundary.
 MARGIN = 0.2
@@ -73,6 +74,7 @@ class LatentProblem:
     region: torch.Tensor | None = None  # optional (S, S) weight confining the change (local method)
     margin: float = MARGIN
     typical: float | None = None  # a probability to reach beyond the threshold (the "typical" strength)
+    precision: torch.dtype | None = None  # the dtype the search's network passes autocast to (None: float32)
 
     @property
     def goal(self) -> float:
@@ -151,16 +153,20 @@ Steps = Generator[Query, Answer, _T]
 
 
 def _answer(queries: list[Query]) -> list[Answer]:
-    """One batched decoder and classifier pass (forward, and backward where asked) for every query."""
-    models = queries[0].problem.models
+    """One batched decoder and classifier pass (forward, and backward where asked) for every query, the networks at
+    the problems' precision (all of one explanation run share it); images, logits and gradients come back float32.
+    """
+    problem = queries[0].problem
+    models = problem.models
     z = torch.cat([q.z.detach() for q in queries])
     wanted = [q.objective is not None for q in queries]
     with torch.set_grad_enabled(any(wanted)):
         if any(wanted):
             z.requires_grad_(True)
-        decoded = models.autoencoder.decode(z)
-        images = torch.cat([q.problem.delivered(decoded[i : i + 1]) for i, q in enumerate(queries)])
-        logits = models.classifier(images)
+        with autocast(models.device, problem.precision):
+            decoded = models.autoencoder.decode(z).float()
+            images = torch.cat([q.problem.delivered(decoded[i : i + 1]) for i, q in enumerate(queries)])
+            logits = models.classifier(images).float()
         gradients: list[torch.Tensor | None] = [None] * len(queries)
         if any(wanted):
             outputs = [

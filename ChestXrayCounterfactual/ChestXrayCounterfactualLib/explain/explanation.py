@@ -71,6 +71,8 @@ class Explanation:
     strength_reason: str = ""
     #: The torch device the models ran on ("cpu", "cuda:0", "mps").
     device: str = "cpu"
+    #: The arithmetic of the counterfactual search (``methods.PRECISIONS``); what is reported is measured in float32.
+    precision: str = "fp32"
 
     @property
     def p_original(self) -> float:
@@ -144,6 +146,7 @@ class Explanation:
             "probabilities_counterfactual": self.counterfactual_probabilities,
             "seconds": self.seconds,
             "device": self.device,
+            "precision": self.precision,
             "geometry": {
                 "rows": r.shape[0],
                 "columns": r.shape[1],

@@ -18,6 +18,7 @@ from . import stages
 from .explanation import Explanation
 from .gate import check_header, reference_for
 from .geometry import ModelSpaceMap
+from .precision import PrecisionChoice, resolve_precision
 from .saliency import saliency_maps
 from .stages import Batch, Delivered, Plan, ProgressCallback, Reconstruction, Stopwatch
 
@@ -103,7 +104,8 @@ class Explainer:
         radiograph by its header, see :mod:`.gate`, or no finding above its threshold) gets its error in its
         place; the others go on.
 
-        Each explanation's ``seconds`` are its share of the batch's time per stage.
+        Each explanation's ``seconds`` are its share of the batch's time per stage. ``options.precision`` is the
+        arithmetic of the counterfactual search (:mod:`.precision`); every reported figure is measured in float32.
         """
         if options.finding:
             self.models.index(options.finding)  # an unknown finding stops the whole batch, before any work
@@ -135,12 +137,15 @@ class Explainer:
     ) -> list[Explanation]:
         """Run the stages after the plan for every planned image; their explanations, in plan order."""
         models = self.models
+        precision = resolve_precision(options.precision, self.device)
         rows = [plan.index for plan in plans]
         with clock.stage("saliency"):
             targets = [plan.target for plan in plans]
             saliency = saliency_maps(models.classifier, batch.x[rows], targets, options.saliency, batch.valid[rows])
         reconstruction = stages.reconstruct(models, clock, batch, plans, self.ood_reference)
-        delivered = stages.counterfactuals(models, clock, batch, plans, saliency, reconstruction, options)
+        delivered = stages.counterfactuals(
+            models, clock, batch, plans, saliency, reconstruction, options, precision.dtype,
+        )
         with clock.stage("original_grid"):
             on_grid = stages.saliency_on_grid(batch, plans, saliency)
         with clock.stage("audit"):
@@ -152,7 +157,7 @@ class Explainer:
         return [
             _explanation(
                 models, batch, options, plan, notes[plan.index], reconstruction, k,
-                (saliency[k], on_grid[k], delivered[k], audits[k], frames[k]), seconds,
+                (saliency[k], on_grid[k], delivered[k], audits[k], frames[k]), seconds, precision,
             )
             for k, plan in enumerate(plans)
         ]
@@ -168,9 +173,11 @@ def _explanation(
     k: int,
     parts: tuple[torch.Tensor, np.ndarray, Delivered, dict[str, dict], tuple[list[np.ndarray], list[float]]],
     seconds: dict[str, float],
+    precision: PrecisionChoice,
 ) -> Explanation:
     """Planned image ``k``'s explanation from what the stages returned for it (``parts``: its saliency in model space
-    and on its grid, the delivered counterfactual, the auditors' view, the frames) and its share of ``seconds``.
+    and on its grid, the delivered counterfactual, the auditors' view, the frames), its share of ``seconds`` and the
+    ``precision`` its search ran at.
     """
     saliency, on_grid, delivered, audit, (frame_changes, frame_probabilities) = parts
     i, finding = plan.index, models.findings[plan.target]
@@ -186,6 +193,7 @@ def _explanation(
         strength=plan.strength,
         strength_reason=plan.strength_reason,
         device=str(models.device),
+        precision=precision.name,
         threshold=plan.threshold,
         probabilities=before,
         reconstruction_probabilities=reconstruction.probabilities[k],
@@ -209,6 +217,7 @@ def _explanation(
             *notes,
             *([ood.warning] if ood and ood.warning else []),
             *([models.device_warning] if models.device_warning else []),
+            *([precision.warning] if precision.warning else []),
         ],
         seconds=dict(seconds),
         details={**delivered.result.details, "margin_logit": delivered.margin,

@@ -26,6 +26,7 @@ from . import counterfactual as cf
 from .explanation import visible_change_on_grid
 from .gate import OodReference, OodScore, ood_score
 from .geometry import ModelSpaceMap
+from .precision import autocast
 
 #: An auditor "moved" when its probability changed the intended way by more than this.
 MOVED = 0.01
@@ -207,16 +208,23 @@ def counterfactuals(
     saliency: torch.Tensor,
     reconstruction: Reconstruction,
     options: ExplainOptions,
+    precision: torch.dtype | None = None,
 ) -> list[Delivered]:
-    """Each planned image's counterfactual, as delivered on its own grid. Where the delivered image falls back
-    across the threshold although the method's crossed it, the search is run again with a wider margin
-    (``cf.MARGINS``), for those images only.
+    """Each planned image's counterfactual, as delivered on its own grid, its search's network passes autocast to
+    ``precision`` (None: float32). Where the delivered image falls back across the threshold although the method's
+    crossed it, the search is run again with a wider margin (``cf.MARGINS``), for those images only.
     """
     delivered: list[Delivered | None] = [None] * len(plans)
     open_plans = list(range(len(plans)))
+    start: torch.Tensor | None = None
     for margin in cf.MARGINS:
         with clock.stage("counterfactual"):
-            problems = [_problem(models, batch, plans[k], reconstruction, k, margin) for k in open_plans]
+            if start is None:
+                start = _search_start(models, reconstruction, precision)
+            problems = [
+                _problem(models, batch, plans[k], reconstruction.latent[k : k + 1], start[k : k + 1], margin, precision)
+                for k in open_plans
+            ]
             courses = [cf.COUNTERFACTUALS[options.method](p, saliency[k], options.frames)
                        for p, k in zip(problems, open_plans, strict=True)]
             results = cf.solve(courses)
@@ -233,23 +241,42 @@ def counterfactuals(
     return [outcome for outcome in delivered if outcome is not None]
 
 
+def _search_start(models: ModelSet, reconstruction: Reconstruction, precision: torch.dtype | None) -> torch.Tensor:
+    """The decoded latents the searches measure their change from, decoded as their own passes decode: at float32
+    the reconstruction itself; at a reduced precision decoded again at it, so that an unchanged latent is no change.
+    """
+    if precision is None:
+        return reconstruction.images
+    with autocast(models.device, precision):
+        return models.autoencoder.decode(reconstruction.latent).float()
+
+
 def _problem(
-    models: ModelSet, batch: Batch, plan: Plan, reconstruction: Reconstruction, k: int, margin: float,
+    models: ModelSet,
+    batch: Batch,
+    plan: Plan,
+    latent: torch.Tensor,
+    start: torch.Tensor,
+    margin: float,
+    precision: torch.dtype | None,
 ) -> cf.LatentProblem:
-    """The latent search of planned image ``k`` (image ``plan.index`` of the batch) at ``margin``."""
+    """The latent search of one planned image (image ``plan.index`` of the batch) from ``latent`` (1, C, h, w),
+    decoded as ``start`` (1, 1, S, S), at ``margin`` and ``precision``.
+    """
     i = plan.index
     return cf.LatentProblem(
         models,
         batch.x[i : i + 1],
         batch.valid[i],
-        reconstruction.latent[k : k + 1],
-        reconstruction.images[k : k + 1],
+        latent,
+        start,
         batch.logits[i],
         plan.target,
         plan.threshold,
         -1 if plan.direction == "remove" else 1,
         margin=margin,
         typical=plan.typical,
+        precision=precision,
     )
 
 

@@ -50,6 +50,7 @@ def add_options(parent: argparse.ArgumentParser) -> None:
         "probabilities, else threshold): " + methods.help_text(methods.STRENGTHS),
     )
     parent.add_argument("--frames", type=int, default=DEFAULT_FRAMES, help="frames of the animation")
+    _add_choice(parent, "--precision", "arithmetic of the search", methods.PRECISIONS, methods.DEFAULT_PRECISION)
     parent.add_argument("--overwrite", action="store_true", help="redo inputs whose output folder exists")
     parent.add_argument("--anonymize", action="store_true", help="keep no DICOM UIDs or input folder in the outputs")
     parent.add_argument(
