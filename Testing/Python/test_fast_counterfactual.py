@@ -252,3 +252,31 @@ def test_manifold_descent_stays_within_the_image_change_budget():
     result = cf.run(cf.manifold_counterfactual(problem, quadrant_saliency(), None))
     assert not result.crossed
     assert float((result.image - problem.x).abs().mean()) <= cf.MAX_MEAN_CHANGE
+
+
+@pytest.mark.parametrize("direction", CASES)
+def test_manifold_frames_are_the_search_own_steps_from_the_input_to_the_result(direction):
+    """The manifold method's animation is the path its search took: the first frame is the input unchanged, the last
+    the delivered result, and the first frame across the threshold is the step the search first crossed at.
+    """
+    sign, quadrant = CASES[direction]
+    problem = toy_problem(toy_model_set(), toy_image(quadrant), sign)
+    result = cf.run(cf.manifold_counterfactual(problem, quadrant_saliency(), None, frames=4))
+    assert result.frames is not None and len(result.frames) == 4
+    (first, _), (last, last_logits) = result.frames[0], result.frames[-1]
+    torch.testing.assert_close(first, problem.x)
+    assert torch.equal(last, result.image) and torch.equal(last_logits, result.logits)
+    crossed = [side(problem, logits) > 0 for _, logits in result.frames]
+    assert crossed[-1] and crossed == sorted(crossed), "once across the threshold, the animation stays across"
+
+
+def test_trajectory_frames_keep_the_crossing_step_and_need_enough_steps():
+    """Evenly spaced frames over the steps, the crossing step swapped in where spacing missed it; fewer steps than
+    frames: None (the caller decodes an interpolated path instead).
+    """
+    seen = [(torch.full((1,), float(k)), torch.zeros(1)) for k in range(11)]
+    steps = [int(image) for image, _ in cf.trajectory_frames(seen, None, 3)]
+    assert steps == [0, 5, 10]
+    assert [int(image) for image, _ in cf.trajectory_frames(seen, 7, 3)] == [0, 7, 10]
+    assert [int(image) for image, _ in cf.trajectory_frames(seen, 10, 3)] == [0, 5, 10]
+    assert cf.trajectory_frames(seen[:2], None, 3) is None

@@ -222,6 +222,9 @@ class Counterfactual:
     crossed: bool
     path: list[torch.Tensor] = field(default_factory=list)  # latents from z0 to the result, for animation
     details: dict = field(default_factory=dict)
+    #: The animation as the search already judged it, when it did (delivered image, logits per frame, from the input
+    #: to the result); otherwise the frames are decoded from ``path``.
+    frames: list[tuple[torch.Tensor, torch.Tensor]] | None = None
     weight: torch.Tensor | None = None  # the (S, S) weight applied to changes, when not the valid area
 
 
@@ -412,11 +415,33 @@ def project(gradient: torch.Tensor, basis: torch.Tensor | None) -> torch.Tensor:
 
 @dataclass
 class _Descent:
-    """Where a projected descent ended: the latents it visited, the answer at the last, the first step that crossed."""
+    """Where a projected descent ended: the latents it visited, the (delivered image, logits) it was answered at
+    each, the answer at the last, the first step that crossed.
+    """
 
     path: list[torch.Tensor]
+    seen: list[tuple[torch.Tensor, torch.Tensor]]
     answer: Answer
     crossing: int | None
+
+
+def trajectory_frames(
+    seen: list[tuple[torch.Tensor, torch.Tensor]], crossing: int | None, frames: int,
+) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
+    """``frames`` of the (image, logits) a search visited, from the input to its result, evenly spaced and always
+    holding the first step across the threshold (``crossing``); None when it visited fewer than ``frames``.
+
+    The animation then shows the path the search really took, at no extra network pass.
+    """
+    if len(seen) < frames:
+        return None
+    chosen = sorted({round(t * (len(seen) - 1) / (frames - 1)) for t in range(frames)})
+    if crossing is not None and crossing not in chosen:
+        inner = range(1, len(chosen) - 1)
+        if inner:
+            chosen[min(inner, key=lambda k: abs(chosen[k] - crossing))] = crossing
+            chosen.sort()
+    return [seen[k] for k in chosen]
 
 
 def _descend(problem: LatentProblem, basis: torch.Tensor | None, step: float, max_steps: int) -> Steps[_Descent]:
@@ -427,21 +452,23 @@ def _descend(problem: LatentProblem, basis: torch.Tensor | None, step: float, ma
     """
     z0, scale, target = problem.latent, float(problem.latent.norm()), problem.target
     z, path, crossing = z0, [z0], None
+    seen: list[tuple[torch.Tensor, torch.Tensor]] = []
     kept: Answer | None = None  # the answer at the last step within the change budget
     while True:
         answer = yield from problem.judge(z, lambda image, logits: logits[target : target + 1])
         assert answer.gradients is not None
         if kept is not None and float((answer.image - problem.x).abs().mean()) > MAX_MEAN_CHANGE:
-            return _Descent(path[:-1], kept, crossing)
+            return _Descent(path[:-1], seen, kept, crossing)
         kept = answer
+        seen.append((answer.image, answer.logits))
         if crossing is None and problem.crossed(answer.logits):
             crossing = len(path) - 1
         if problem.at_goal(answer.logits) or len(path) > max_steps:
-            return _Descent(path, answer, crossing)
+            return _Descent(path, seen, answer, crossing)
         gradient = project(answer.gradients[0], basis)
         norm = gradient.norm()
         if norm == 0:
-            return _Descent(path, answer, crossing)
+            return _Descent(path, seen, answer, crossing)
         z = z + problem.sign * step * scale * gradient / norm
         path.append(z)
 
@@ -487,6 +514,8 @@ def manifold_counterfactual(
         evaluations += 3
     result.weight = region
     result.path = path_between(problem.latent, result.latent, frames)
+    if problem.precision is None:  # at a reduced precision the animation is decoded again in float32
+        result.frames = trajectory_frames([*descent.seen[:-1], (result.image, result.logits)], descent.crossing, frames)
     result.details = {
         "steps": len(path) - 1,
         "crossing_step": descent.crossing,

@@ -352,13 +352,18 @@ def audit(models: ModelSet, batch: Batch, plans: list[Plan], delivered: list[Del
 def frames(
     models: ModelSet, batch: Batch, plan: Plan, result: cf.Counterfactual,
 ) -> tuple[list[np.ndarray], list[float]]:
-    """The animation of one counterfactual: the model-space change of every latent on its path relative to the
-    first (the input's latent), inside the region change is allowed in, and the finding's probability on each
-    frame, in one batch.
+    """The animation of one counterfactual: the model-space change of each frame from the input, inside the
+    region change is allowed in, and the finding's probability on each frame. Frames the search already judged
+    (``result.frames``: the manifold method's own steps) are taken as they are; otherwise every latent on the
+    result's path is decoded and classified, in one batch.
     """
     i = plan.index
-    decoded = models.autoencoder.decode(torch.cat(result.path))
-    weight = result.weight if result.weight is not None else batch.valid[i]
-    changes = (decoded - decoded[:1])[:, 0] * weight
-    p = torch.sigmoid(models.classifier((batch.x[i, 0] + changes).clamp(0, 1)[:, None])[:, plan.target])
+    if result.frames is not None:
+        changes = torch.cat([image for image, _ in result.frames])[:, 0] - batch.x[i, 0]
+        p = torch.sigmoid(torch.stack([logits[plan.target] for _, logits in result.frames]))
+    else:
+        decoded = models.autoencoder.decode(torch.cat(result.path))
+        weight = result.weight if result.weight is not None else batch.valid[i]
+        changes = (decoded - decoded[:1])[:, 0] * weight
+        p = torch.sigmoid(models.classifier((batch.x[i, 0] + changes).clamp(0, 1)[:, None])[:, plan.target])
     return [change.cpu().numpy() for change in changes], [float(v) for v in p]
