@@ -98,7 +98,7 @@ def write_overview(path: Path, explanation: Explanation) -> None:
     wrapped = [part for line in lines for part in textwrap.wrap(line, OVERVIEW_LINE)]
     fig.text(0.5, 0.02, "\n".join(wrapped), ha="center", fontsize=10)
     fig.tight_layout(rect=(0, 0.03 + 0.035 * len(wrapped), 1, 0.93))
-    fig.savefig(path)
+    fig.savefig(path, pil_kwargs={"compress_level": 1})
     plt.close(fig)
 
 
