@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 import unittest
 from typing import Annotated
 
@@ -246,7 +247,10 @@ class ChestXrayCounterfactualWidget(ScriptedLoadableModuleWidget, VTKObservation
         if not self._hasInput() or not self._requirementsReady():
             return
         with slicer.util.tryWithErrorDisplay(_("Could not analyze the radiograph."), waitCursor=True):
+            started = time.perf_counter()
             probabilities, thresholds = self.logic.analyze(self._parameterNode.inputVolume)
+            text = _("Analyzed in {seconds:.1f} s (the first time includes loading the models).")
+            self.ui.statusLabel.text = text.format(seconds=time.perf_counter() - started)
             table = self.ui.findingsTable
             table.setRowCount(len(probabilities))
             best = max(probabilities, key=lambda f: probabilities[f] - thresholds[f])
@@ -276,6 +280,7 @@ class ChestXrayCounterfactualWidget(ScriptedLoadableModuleWidget, VTKObservation
             self.parent.enabled = True
 
     def _explain(self) -> None:
+        started = time.perf_counter()
         p = self._parameterNode
         dialog = slicer.util.createProgressDialog(
             labelText=_("Explaining..."), maximum=100, windowTitle=_("Chest X-ray Counterfactual"),
@@ -316,6 +321,9 @@ class ChestXrayCounterfactualWidget(ScriptedLoadableModuleWidget, VTKObservation
                 explanation = nodes["explanation"]
                 record = explanation.record()
                 lines = [explanation.summary(), strength_line(record), *input_lines(record)]
+                lines.append(_("Explain took {seconds:.1f} s from the click to the layers.").format(
+                    seconds=time.perf_counter() - started,
+                ))
                 self.ui.statusLabel.text = "\n".join(lines)
                 self.ui.layerComboBox.setCurrentIndex(0)
                 self.logic.setSaliencyOpacity(p.saliencyOpacity)

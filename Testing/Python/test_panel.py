@@ -107,6 +107,7 @@ def test_a_user_session_through_every_control(panel, tmp_path):
 
     ui.analyzeButton.click()
     assert ui.findingsTable.rowCount == 4
+    assert re.fullmatch(r"Analyzed in \d+\.\d s \(the first time includes loading the models\)\.", ui.statusLabel.text)
     assert widget._parameterNode.finding == "Cardiomegaly"
     assert ui.findingsTable.item(ui.findingsTable.currentRow(), 0).text() == "Cardiomegaly"
     effusion = next(r for r in range(4) if ui.findingsTable.item(r, 0).text() == "Effusion")
@@ -117,6 +118,7 @@ def test_a_user_session_through_every_control(panel, tmp_path):
 
     p = _explain(harness, widget)
     assert ui.statusLabel.text.startswith("Cardiomegaly p ") and "threshold" in ui.statusLabel.text
+    assert re.search(r"\nExplain took \d+\.\d s from the click to the layers\.$", ui.statusLabel.text)
     assert p.counterfactualVolume and p.saliencyVolume and p.differenceVolume and p.sequenceBrowser
     assert ui.compareButton.enabled and ui.playButton.enabled
     np.testing.assert_array_equal(slicer.util.arrayFromVolume(volume), original)
