@@ -14,6 +14,7 @@ Writes ``results/wait.json`` and ``results/wait.md`` (the table it prints) besid
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import shutil
@@ -105,7 +106,7 @@ def warm(files: int, out: Path) -> dict:
         [SAMPLE] * (files + 1), out, explainer, ExplainOptions(dicom=True, overwrite=True),
         on_result=lambda _: stamps.append(time.perf_counter()),
     )
-    per_file = [b - a for a, b in zip(stamps, stamps[1:], strict=False)]
+    per_file = [b - a for a, b in itertools.pairwise(stamps)]
     records = [r.record for r in results[1:] if r.record]
     stages = {key: statistics.median(r["seconds"][key] for r in records) for key in records[0]["seconds"]}
     explanation = explainer.explain(read_radiograph(SAMPLE), ExplainOptions())
@@ -146,9 +147,11 @@ def markdown(report: dict) -> str:
     """The tables of a report: the targets in units, then what lies around the engine."""
     unit, figures = report["unit_seconds"], report["figures"]
     lines = [
-        f"Date {report['date']}, commit {report['commit']}, {report['cpus']} CPUs (load average "
-        f"{report['load_average']} at the start), torch threads {report['torch_threads']}; one unit (ResNet-18 forward "
-        f"and backward at 224 px, batch 1) = {unit * 1000:.0f} ms here.",
+        (
+            f"Date {report['date']}, commit {report['commit']}, {report['cpus']} CPUs (load average "
+            f"{report['load_average']} at the start), torch threads {report['torch_threads']}; one unit (ResNet-18 "
+            f"forward and backward at 224 px, batch 1) = {unit * 1000:.0f} ms here."
+        ),
         "",
         "| figure | seconds | units | target units | met |",
         "|---|---|---|---|---|",
