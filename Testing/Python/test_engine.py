@@ -50,6 +50,11 @@ def test_counterfactual_flips_a_confident_finding_on_the_original_grid(explainer
     np.testing.assert_array_equal(e.counterfactual[untouched], sample.pixels[untouched])
     assert set(e.seconds) >= {"model_space", "classify", "saliency", "counterfactual", "original_grid", "total"}
     assert len(e.model_frame_changes) >= 2
+    frames = [e.frame_on_grid(k) for k in range(len(e.model_frame_changes))]
+    assert all(sample.pixels.min() <= f.min() and f.max() <= sample.pixels.max() for f in frames), "in pixel range"
+    np.testing.assert_array_equal(frames[0], sample.pixels)
+    if method == "manifold":  # its last frame is the result the search delivered
+        np.testing.assert_array_equal(frames[-1], e.counterfactual)
 
 
 def test_the_same_input_gives_the_same_output(explainer, sample, confident):

@@ -27,6 +27,20 @@ def visible_change_on_grid(geometry: ModelSpaceMap, change: np.ndarray | torch.T
     return on_grid
 
 
+def pixel_difference(radiograph: Radiograph, geometry: ModelSpaceMap, change: np.ndarray | torch.Tensor) -> np.ndarray:
+    """A model-space change of display intensity as a difference of the input's pixels on its own grid, kept within
+    the input's own pixel range (a stored image cannot hold a value darker or brighter than that, so nothing is lost
+    when it is written back in the input's format); a change the range cuts below one grey level is dropped. The
+    delivered counterfactual and every animation frame on the grid are made by it.
+    """
+    pixels = radiograph.pixels
+    visible = radiograph.display_change_to_pixels(visible_change_on_grid(geometry, change))
+    difference = np.clip(pixels + visible, pixels.min(), pixels.max()) - pixels
+    grey_level = np.abs(radiograph.display_change_to_pixels(np.array(DEADBAND)))
+    difference[np.abs(difference) < grey_level] = 0  # what the clip left of a change is no visible change
+    return difference
+
+
 
 @dataclass
 class Explanation:
@@ -115,9 +129,11 @@ class Explanation:
         ]
 
     def frame_on_grid(self, index: int) -> np.ndarray:
-        """Frame ``index`` of the animation on the original grid, as original + change (pixel units)."""
-        change = visible_change_on_grid(self.geometry, self.model_frame_changes[index])
-        return (self.radiograph.pixels + self.radiograph.display_change_to_pixels(change)).astype(np.float32)
+        """Frame ``index`` of the animation on the original grid, as original + change (pixel units), within the
+        input's pixel range as the counterfactual is (the last frame of the default method is the counterfactual).
+        """
+        difference = pixel_difference(self.radiograph, self.geometry, self.model_frame_changes[index])
+        return (self.radiograph.pixels + difference).astype(np.float32)
 
     def record(self, anonymize: bool = False) -> dict:
         """What an output records of this explanation (JSON-ready); ``anonymize`` keeps no DICOM UID and

@@ -23,7 +23,7 @@ from ..inputs.radiograph import Radiograph
 from ..modelset import ModelSet
 from ..options import ExplainOptions
 from . import counterfactual as cf
-from .explanation import visible_change_on_grid
+from .explanation import pixel_difference
 from .gate import OodReference, OodScore, ood_score
 from .geometry import ModelSpaceMap
 from .precision import autocast
@@ -283,21 +283,16 @@ def _problem(
 def _deliver(
     models: ModelSet, batch: Batch, plans: list[Plan], results: list[cf.Counterfactual], margin: float,
 ) -> list[Delivered]:
-    """Each result on its input's grid as original + visible change, kept within the input's own pixel range (a
-    stored image cannot hold a value darker or brighter than that, so nothing is lost when it is written back in the
-    input's format; a change the range cuts below one grey level is dropped), and the classifier on exactly that
-    image (re-mapped to model space), in one pass.
+    """Each result on its input's grid as original + visible change, within the input's own pixel range
+    (:func:`.explanation.pixel_difference`), and the classifier on exactly that image (re-mapped to model space), in
+    one pass.
     """
     grids = []
     for plan, result in zip(plans, results, strict=True):
         radiograph, geometry = batch.radiographs[plan.index], batch.geometries[plan.index]
         change = (result.image - batch.x[plan.index : plan.index + 1])[0, 0].cpu().numpy()
-        pixels = radiograph.pixels
-        visible = radiograph.display_change_to_pixels(visible_change_on_grid(geometry, change))
-        difference = np.clip(pixels + visible, pixels.min(), pixels.max()) - pixels
-        grey_level = np.abs(radiograph.display_change_to_pixels(np.array(cf.DEADBAND)))
-        difference[np.abs(difference) < grey_level] = 0  # what the clip left of a change is no visible change
-        counterfactual = (pixels + difference).astype(np.float32)
+        difference = pixel_difference(radiograph, geometry, change)
+        counterfactual = (radiograph.pixels + difference).astype(np.float32)
         shown = geometry.to_model(replace(radiograph, pixels=counterfactual).display()).to(models.device)
         grids.append((change, difference, counterfactual, shown))
     verified = models.classifier(torch.cat([shown for *_, shown in grids]))
