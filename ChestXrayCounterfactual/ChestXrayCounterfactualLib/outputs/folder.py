@@ -97,7 +97,7 @@ def write_overview(path: Path, explanation: Explanation) -> None:
         lines.insert(0, f"independent models on {explanation.finding}: {audit}: {explanation.verdict}")
     wrapped = [part for line in lines for part in textwrap.wrap(line, OVERVIEW_LINE)]
     fig.text(0.5, 0.02, "\n".join(wrapped), ha="center", fontsize=10)
-    fig.tight_layout(rect=(0, 0.03 + 0.035 * len(wrapped), 1, 0.93))
+    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.05 + 0.035 * len(wrapped), top=0.88, wspace=0.04)
     fig.savefig(path, pil_kwargs={"compress_level": 1})
     plt.close(fig)
 
