@@ -21,7 +21,6 @@ import csv
 import json
 import platform
 import resource
-import subprocess
 import sys
 import time
 from datetime import date
@@ -33,6 +32,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from baselines import published_latent_shift, seed_local_counterfactual
+from provenance import commit_label
 
 from ChestXrayCounterfactualLib import Explainer, read_radiograph
 from ChestXrayCounterfactualLib.explain.explanation import visible_change_on_grid
@@ -573,12 +573,9 @@ def main() -> None:
                         "speedup": base["seconds_median"] / ours["seconds_median"],
                         "locality": (ours["share_in_top10_saliency"], base["share_in_top10_saliency"]),
                     }
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False,
-    ).stdout.strip()
     report = {
         "date": date.today().isoformat(),
-        "commit": commit,
+        "commit": commit_label(),
         "split": args.split,
         "machine": f"{platform.machine()}, "
         f"{torch.get_num_threads()} threads, {platform.python_version()}, torch {torch.__version__}",

@@ -35,7 +35,6 @@ import multiprocessing
 import os
 import platform
 import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -57,6 +56,7 @@ from ChestXrayCounterfactualLib.options import ExplainOptions
 from ChestXrayCounterfactualLib.explain.stages import STAGES
 from ChestXrayCounterfactualLib.modelset import default_weights_dir
 from process_tree import titled
+from provenance import commit_label
 
 HERE = Path(__file__).resolve().parent
 #: The goals: median seconds of one explanation on the 2-core CPU (issue 12), and explanations per second at the best
@@ -489,15 +489,9 @@ def main() -> None:
             f"({time.perf_counter() - began:.0f} s with loading and warm-up)",
             flush=True,
         )
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False, cwd=HERE,
-    ).stdout.strip()
-    dirty = subprocess.run(
-        ["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, check=False, cwd=HERE,
-    ).stdout.strip()
     report = {
         "date": date.today().isoformat(),
-        "commit": commit + (" (uncommitted changes)" if dirty else ""),
+        "commit": commit_label(),
         "machine": {
             "cpu": cpu_name(),
             "device_name": device_name(results[0].get("device")),

@@ -200,6 +200,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=HERE / "results")
     args = parser.parse_args()
     import torch
+    from provenance import commit_label
 
     load_average = ", ".join(f"{v:.1f}" for v in os.getloadavg())
     scratch = Path(tempfile.mkdtemp(prefix="wait-"))
@@ -207,12 +208,9 @@ def main() -> None:
         figures = {**cold(args.repeats, scratch / "cold"), **warm(args.files, scratch / "warm")}
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False, cwd=ROOT,
-    ).stdout.strip()
     report = {
         "date": date.today().isoformat(),
-        "commit": commit,
+        "commit": commit_label(),
         "cpus": len(os.sched_getaffinity(0)),
         "load_average": load_average,
         "torch_threads": torch.get_num_threads(),
