@@ -216,11 +216,10 @@ def counterfactuals(
     """
     delivered: list[Delivered | None] = [None] * len(plans)
     open_plans = list(range(len(plans)))
-    start: torch.Tensor | None = None
+    with clock.stage("counterfactual"):
+        start = _search_start(models, reconstruction, precision)
     for margin in cf.MARGINS:
         with clock.stage("counterfactual"):
-            if start is None:
-                start = _search_start(models, reconstruction, precision)
             problems = [
                 _problem(models, batch, plans[k], reconstruction.latent[k : k + 1], start[k : k + 1], margin, precision)
                 for k in open_plans
