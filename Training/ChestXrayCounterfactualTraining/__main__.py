@@ -22,7 +22,13 @@ from pathlib import Path
 
 import torch
 
-from ChestXrayCounterfactualLib.modelset import AUDITOR_ARCHITECTURES, Auditor, Classifier
+from ChestXrayCounterfactualLib.modelset import (
+    AUDITOR_ARCHITECTURES,
+    COMPANION_ARCHITECTURES,
+    Auditor,
+    Classifier,
+    Companion,
+)
 
 from .auditors import publish_auditors
 from .autoencoder import train_autoencoder
@@ -91,8 +97,17 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument(
         "step",
-        choices=["split", "classifier", "auditor", "autoencoder", "publish", "publish-auditors", "ood-reference",
-                 "latent-basis"],
+        choices=[
+            "split",
+            "classifier",
+            "auditor",
+            "companion",
+            "autoencoder",
+            "publish",
+            "publish-auditors",
+            "ood-reference",
+            "latent-basis",
+        ],
     )
     parser.add_argument("--data", required=True, help="data folder (ours: ../shared/data)")
     parser.add_argument("--run", required=True, help="output folder for checkpoints, logs and weights")
@@ -117,7 +132,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--classifier", help="classifier.pt for the autoencoder's consistency loss")
     parser.add_argument("--consistency-weight", type=float, default=1.0)
     parser.add_argument(
-        "--arch", nargs="+", choices=AUDITOR_ARCHITECTURES, help="auditor: its architecture; publish-auditors: theirs",
+        "--arch",
+        nargs="+",
+        choices=AUDITOR_ARCHITECTURES + COMPANION_ARCHITECTURES,
+        help="auditor, companion: its architecture; publish-auditors: theirs",
+    )
+    parser.add_argument(
+        "--noise",
+        type=float,
+        default=0.1,
+        help="companion: the largest standard deviation of the Gaussian noise added to training images",
     )
     parser.add_argument(
         "--weights", default="weights", help="publish: the model set folder to write; ood-reference: the one to read",
@@ -145,7 +169,7 @@ def main(argv: list[str] | None = None) -> None:
     run = Path(args.run)
     run.mkdir(parents=True, exist_ok=True)
     extra = {k: v for k, v in {"epochs": args.epochs, "lr": args.lr}.items() if v is not None}
-    if args.weight_decay is not None and args.step in ("classifier", "auditor"):
+    if args.weight_decay is not None and args.step in ("classifier", "auditor", "companion"):
         extra["weight_decay"] = args.weight_decay
     extra["max_minutes"] = args.max_minutes
     records = labelled_records(args)
@@ -154,12 +178,16 @@ def main(argv: list[str] | None = None) -> None:
     if args.step == "split":
         for name, counts in split_summary(splits, args.findings).items():
             print(f"{name}: {counts}")
-    elif args.step in ("classifier", "auditor"):
-        if args.step == "auditor" and (not args.arch or len(args.arch) != 1):
-            parser.error("auditor needs one --arch")
+    elif args.step in ("classifier", "auditor", "companion"):
+        kinds = {"auditor": (Auditor, AUDITOR_ARCHITECTURES), "companion": (Companion, COMPANION_ARCHITECTURES)}
         more = [r for f in args.extra_labels for r in extra_training_records(f, args)]
-        if args.step == "auditor":
-            extra.update(model=Auditor(args.findings, args.arch[0]), name=f"auditor-{args.arch[0]}")
+        if args.step in kinds:
+            kind, allowed = kinds[args.step]
+            if not args.arch or len(args.arch) != 1 or args.arch[0] not in allowed:
+                parser.error(f"{args.step} needs one --arch of {', '.join(allowed)}")
+            extra.update(model=kind(args.findings, args.arch[0]), name=f"{args.step}-{args.arch[0]}")
+        if args.step == "companion":
+            extra["noise"] = args.noise
         extra.update(init=Path(args.init) if args.init else None, frozen=tuple(args.freeze))
         train_classifier(
             splits["train"] + more,

@@ -14,7 +14,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from ChestXrayCounterfactualLib.modelset import Classifier, sha256_of
 
-from .data import Record, augment
+from .data import Record, augment, with_noise
 from .loop import (
     CostMeter,
     half_state_dict,
@@ -58,13 +58,16 @@ def train_classifier(
     name: str = "classifier",
     init: Path | None = None,
     frozen: tuple[str, ...] = (),
+    noise: float = 0.0,
 ) -> dict:
     """Train, keep the best EMA weights by mean validation AUC, write ``<name>.pt`` + summary JSON.
 
     ``model`` defaults to the bundled ``Classifier``; an ``Auditor`` is trained the same way under its own
     ``name`` (its files and log are named after it). ``init`` starts from saved weights (fine-tuning);
     ``frozen`` names the submodules (e.g. ``net.layer1``) kept as they are: no gradient, batch statistics
-    not updated, which makes a fine-tune on a CPU a fraction of the cost of training every layer.
+    not updated, which makes a fine-tune on a CPU a fraction of the cost of training every layer. ``noise`` > 0 adds
+    Gaussian noise to every augmented training image, its standard deviation drawn per image from [0, ``noise``]
+    (model-space intensities): how a steering companion is trained (``Companion``).
     """
     dev = torch.device(device)
     log = make_logger(out_dir, name)
@@ -117,6 +120,8 @@ def train_classifier(
         running = 0.0
         for x, y in train_loader:
             x, y = augment(x.to(dev)), y.to(dev)
+            if noise > 0:
+                x = with_noise(x, noise)
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
                 loss = loss_fn(model(x).float(), y)
             optimizer.zero_grad(set_to_none=True)
@@ -168,6 +173,7 @@ def train_classifier(
         "lr": lr,
         "batch_size": batch_size,
         "train_images": len(train),
+        "noise": noise,
         "cost": cost.report(state["seconds"]),
     }
     if init is not None:

@@ -121,3 +121,9 @@ def augment(x: torch.Tensor) -> torch.Tensor:
     contrast = uniform(0.85, 1.15).view(b, 1, 1, 1)
     brightness = uniform(-0.06, 0.06).view(b, 1, 1, 1)
     return ((x - 0.5) * contrast + 0.5 + brightness).clamp(0, 1)
+
+
+def with_noise(x: torch.Tensor, largest: float) -> torch.Tensor:
+    """A batch with Gaussian noise added, each image's standard deviation drawn uniformly from [0, ``largest``]."""
+    sigma = torch.rand(x.shape[0], 1, 1, 1, device=x.device) * largest
+    return (x + sigma * torch.randn_like(x)).clamp(0, 1)

@@ -44,6 +44,12 @@ DEADBAND = 1.0 / 255
 MAX_MEAN_CHANGE = 0.08
 #: How close (in logits) to a typical probability a "typical" counterfactual must come.
 REACHED = 0.5
+#: The "manifold" walk lengthens its steps while consecutive directions have a cosine above this ...
+STRAIGHT = 0.98
+#: ... up to this many times its base step.
+MAX_STRIDE = 3
+#: How far past its goal (in logits) the "manifold" method's last refinement aims, so one pass usually lands there.
+OVERSHOOT = 0.05
 
 
 def logit(p: float) -> float:
@@ -444,18 +450,56 @@ def trajectory_frames(
     return [seen[k] for k in chosen]
 
 
-def _descend(problem: LatentProblem, basis: torch.Tensor | None, step: float, max_steps: int) -> Steps[_Descent]:
-    """Normalised gradient steps of the finding's logit, projected onto ``basis``, until the goal is reached (or
-    ``max_steps`` run out, or a step would pass the change budget: then the last step within it). Each step is
-    ``step`` x |z0| long: longer steps (tried up to three times as long where the goal is far) convinced the
-    auditors less often on validation Effusion cases (Testing/benchmarks/README.md).
+def _steering(problem: LatentProblem) -> Objective:
+    """The objective a "manifold" step follows: the finding's logit of the explained classifier and of each steering
+    companion of the model set (``ModelSet.companions``), one row each.
     """
-    z0, scale, target = problem.latent, float(problem.latent.norm()), problem.target
+    finding = problem.models.findings[problem.target]
+    companions = [(c.network, c.network.findings.index(finding)) for c in problem.models.companions]
+
+    def objective(image: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        rows = [logits[problem.target]] + [network(image)[0, index].float() for network, index in companions]
+        return torch.stack(rows)
+
+    return objective
+
+
+def _direction(gradients: torch.Tensor, basis: torch.Tensor | None) -> torch.Tensor:
+    """The step direction from one gradient row per steering model: each projected onto ``basis`` and scaled to unit
+    length, so every model pulls equally, then summed (zero when every projection is zero). With one model, its
+    projected gradient as it is.
+    """
+    if len(gradients) == 1:
+        return project(gradients[0], basis)
+    total = torch.zeros_like(gradients[0])
+    for row in gradients:
+        projected = project(row, basis)
+        norm = projected.norm()
+        if norm > 0:
+            total = total + projected / norm
+    return total
+
+
+def _descend(problem: LatentProblem, basis: torch.Tensor | None, step: float, max_steps: int) -> Steps[_Descent]:
+    """Normalised gradient steps of the finding's logit (the explained classifier's, and the steering companions' when
+    the model set has some: ``_direction``), projected onto ``basis``, until the explained classifier reaches the goal
+    (or ``max_steps`` steps of ``step`` x |z0| have been walked, or a step would pass the change budget: then the last
+    step within it).
+
+    The walk follows the gradient's path, only sampled more sparsely where the path is straight: while consecutive
+    directions agree (cosine above ``STRAIGHT``) each step is one ``step`` longer than the last, up to ``MAX_STRIDE``
+    of them; at the first bend it is back to one. On the validation positives this took 35% fewer passes, with the
+    auditors' verdicts unchanged for 23 of 24 cases; a fixed stride up to three times as long where the goal was far
+    convinced them less often (Testing/benchmarks/README.md).
+    """
+    z0, scale = problem.latent, float(problem.latent.norm())
+    objective = _steering(problem)
     z, path, crossing = z0, [z0], None
     seen: list[tuple[torch.Tensor, torch.Tensor]] = []
     kept: Answer | None = None  # the answer at the last step within the change budget
+    stride, walked, previous = 1, 0, None
     while True:
-        answer = yield from problem.judge(z, lambda image, logits: logits[target : target + 1])
+        answer = yield from problem.judge(z, objective)
         assert answer.gradients is not None
         if kept is not None and float((answer.image - problem.x).abs().mean()) > MAX_MEAN_CHANGE:
             return _Descent(path[:-1], seen, kept, crossing)
@@ -463,14 +507,47 @@ def _descend(problem: LatentProblem, basis: torch.Tensor | None, step: float, ma
         seen.append((answer.image, answer.logits))
         if crossing is None and problem.crossed(answer.logits):
             crossing = len(path) - 1
-        if problem.at_goal(answer.logits) or len(path) > max_steps:
+        if problem.at_goal(answer.logits) or walked >= max_steps:
             return _Descent(path, seen, answer, crossing)
-        gradient = project(answer.gradients[0], basis)
-        norm = gradient.norm()
+        direction = _direction(answer.gradients, basis)
+        norm = direction.norm()
         if norm == 0:
             return _Descent(path, seen, answer, crossing)
-        z = z + problem.sign * step * scale * gradient / norm
+        direction = direction / norm
+        if previous is not None:
+            stride = min(stride + 1, MAX_STRIDE) if float((direction * previous).sum()) > STRAIGHT else 1
+        previous = direction
+        z = z + problem.sign * stride * step * scale * direction
+        walked += stride
         path.append(z)
+
+
+def _smallest_at_goal(
+    problem: LatentProblem, short: tuple[torch.Tensor, torch.Tensor], past: Counterfactual, evaluations: int = 3,
+) -> Steps[Counterfactual]:
+    """The point nearest ``short`` (a latent and its logits, short of the goal) on the segment to ``past`` (at the
+    goal) that is at the goal: regula falsi on the finding's logit, aiming ``OVERSHOOT`` logits past the goal, at most
+    ``evaluations`` passes, stopping at the first point at the goal within twice that (``past`` itself when it is).
+    """
+
+    def beyond(logits: torch.Tensor) -> float:  # > 0: past the goal by more than the aim
+        return problem.sign * (float(logits[problem.target]) - problem.goal) - OVERSHOOT
+
+    (z_short, logits_short), result = short, past
+    lo, lo_h, hi, hi_h = 0.0, beyond(logits_short), 1.0, beyond(past.logits)
+    if hi_h <= OVERSHOOT:
+        return past
+    for _ in range(evaluations):
+        a = _regula_falsi(lo, lo_h, hi, hi_h)
+        z = z_short + (past.latent - z_short) * a
+        image, logits = yield from problem.evaluate(z)
+        if problem.at_goal(logits):
+            hi, hi_h, result = a, beyond(logits), Counterfactual(z, image, logits, True)
+            if hi_h <= OVERSHOOT:
+                break
+        else:
+            lo, lo_h = a, beyond(logits)
+    return result
 
 
 def manifold_counterfactual(
@@ -485,7 +562,7 @@ def manifold_counterfactual(
     """Local counterfactual that stays on the data manifold: normalised gradient steps on the latent, each projected
     onto the principal subspace of the training latents (``basis``), with the change confined to the classifier's
     most salient region (above the ``region_low`` quantile, soft edge; the whole image if the goal cannot be reached
-    there), until the goal is reached; a bisection between the last two steps then takes the smallest step that
+    there), until the goal is reached; regula falsi between the last two steps then finds the smallest step that
     reaches it.
 
     A plain latent gradient lets through tiny edits that only the steering classifier reacts to; restricted to
@@ -500,18 +577,12 @@ def manifold_counterfactual(
         evaluations += local.evaluations
         if local.crossed(descent.answer.logits):
             break
+    evaluations_before = local.evaluations
     path, answer = descent.path, descent.answer
     result = Counterfactual(path[-1], answer.image, answer.logits, local.crossed(answer.logits))
     if local.at_goal(answer.logits) and len(path) > 1:
-        lo, hi = path[-2], path[-1]
-        for _ in range(3):
-            middle = (lo + hi) / 2
-            image, logits = yield from local.evaluate(middle)
-            if local.at_goal(logits):
-                hi, result = middle, Counterfactual(middle, image, logits, True)
-            else:
-                lo = middle
-        evaluations += 3
+        result = yield from _smallest_at_goal(local, (path[-2], descent.seen[-2][1]), result)
+    evaluations += local.evaluations - evaluations_before
     result.weight = region
     result.path = path_between(problem.latent, result.latent, frames)
     if problem.precision is None:  # at a reduced precision the animation is decoded again in float32

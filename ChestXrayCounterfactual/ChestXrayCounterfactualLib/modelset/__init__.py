@@ -11,21 +11,32 @@ from pathlib import Path
 
 from .bundled import CARD_NAME, default_weights_dir, load_bundled, sha256_of
 from .device import DeviceChoice, resolve_device
-from .interface import AuditorModel, AutoencoderNetwork, ClassifierNetwork, ModelSet
-from .networks import AUDITOR_ARCHITECTURES, CLASSIFIER_NORMALISATION, Auditor, Autoencoder, Classifier
+from .interface import AuditorModel, AutoencoderNetwork, ClassifierNetwork, CompanionModel, ModelSet
+from .networks import (
+    AUDITOR_ARCHITECTURES,
+    CLASSIFIER_NORMALISATION,
+    COMPANION_ARCHITECTURES,
+    Auditor,
+    Autoencoder,
+    Classifier,
+    Companion,
+)
 from ..errors import SpecError
 from .spec import export_torchscript, load_spec
 
 __all__ = [
     "AUDITOR_ARCHITECTURES",
+    "COMPANION_ARCHITECTURES",
     "CARD_NAME",
     "CLASSIFIER_NORMALISATION",
     "Auditor",
+    "Companion",
     "AuditorModel",
     "Autoencoder",
     "AutoencoderNetwork",
     "Classifier",
     "ClassifierNetwork",
+    "CompanionModel",
     "DeviceChoice",
     "ModelSet",
     "SpecError",

@@ -13,8 +13,8 @@ from pathlib import Path
 import torch
 
 from ..errors import WeightsError
-from .interface import MODEL_SIZE, AuditorModel, ModelSet
-from .networks import Auditor, Autoencoder, Classifier
+from .interface import MODEL_SIZE, AuditorModel, CompanionModel, ModelSet
+from .networks import Auditor, Autoencoder, Classifier, Companion
 
 CARD_NAME = "model_card.json"
 
@@ -76,6 +76,11 @@ def load_bundled(weights_dir: str | Path | None = None) -> ModelSet:
         network = Auditor(card["findings"], entry["architecture"])
         network.load_state_dict({k: v.float() for k, v in verified_tensors(directory, files[name]).items()})
         auditors.append(AuditorModel(name, network.eval().requires_grad_(False), entry["thresholds"]))
+    companions = []
+    for name, entry in card.get("companions", {}).items():
+        network = Companion(card["findings"], entry["architecture"])
+        network.load_state_dict({k: v.float() for k, v in verified_tensors(directory, files[name]).items()})
+        companions.append(CompanionModel(name, network.eval().requires_grad_(False)))
     for module in (classifier, autoencoder):
         module.eval().requires_grad_(False)
     return ModelSet(
@@ -89,4 +94,5 @@ def load_bundled(weights_dir: str | Path | None = None) -> ModelSet:
         card.get("typical_probabilities", {}),
         auditors,
         latent_basis=basis,
+        companions=companions,
     )

@@ -72,6 +72,17 @@ class AuditorModel:
 
 
 @dataclass
+class CompanionModel:
+    """A steering companion (``networks.Companion`` for the bundled set): a classifier the "manifold" search steers
+    together with the explained one, never reported as an auditor. Its name and its network (logits for
+    ``network.findings``).
+    """
+
+    name: str
+    network: ClassifierNetwork
+
+
+@dataclass
 class ModelSet:
     """Everything the engine needs to explain: two networks, findings, thresholds, directions."""
 
@@ -89,13 +100,15 @@ class ModelSet:
     #: Orthonormal rows (k, latent size) spanning the training latents' principal subspace: the "manifold"
     #: method's steps stay in it (None: the model set has none, and the method steps freely).
     latent_basis: torch.Tensor | None = None
+    #: Classifiers the "manifold" search steers along with the explained one (empty: it steers that one alone).
+    companions: list[CompanionModel] = field(default_factory=list)
     #: Where every network and direction lives; the engine puts its tensors there too (see :meth:`to`).
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     #: Why the set is on the CPU although another device was asked for (a sentence to show the user), or None.
     device_warning: str | None = None
 
     def to(self, device: torch.device) -> ModelSet:
-        """Move every network (auditors included) and direction to ``device``, in place; returns the set.
+        """Move every network (auditors and companions included) and direction to ``device``, in place; returns the set.
 
         The classifier's and the autoencoder's weights go in channels-last memory order, which the counterfactual
         search's dozens of passes run about a tenth faster in on the CPU (Testing/benchmarks/README.md, "The wait a
@@ -105,7 +118,8 @@ class ModelSet:
         for network in networks:
             if isinstance(network, torch.nn.Module):
                 network.to(memory_format=torch.channels_last)
-        for network in networks + [auditor.network for auditor in self.auditors]:
+        others = [auditor.network for auditor in self.auditors] + [companion.network for companion in self.companions]
+        for network in networks + others:
             network.to(device)
         self.directions = {finding: tensor.to(device) for finding, tensor in self.directions.items()}
         if self.latent_basis is not None:

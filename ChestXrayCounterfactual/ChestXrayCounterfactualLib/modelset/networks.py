@@ -50,6 +50,45 @@ class Classifier(nn.Module):
 #: input resolution each is trained at.
 AUDITOR_RESOLUTIONS = {"densenet-small": 128, "regnet_y_400mf": 128, "mobilenet_v3_small": 224, "shufflenet_v2": 160}
 AUDITOR_ARCHITECTURES = tuple(AUDITOR_RESOLUTIONS)
+#: Steering-companion architectures (unrelated to the classifier's and to every auditor's) and their resolution.
+COMPANION_RESOLUTIONS = {"vgg-small": 128}
+COMPANION_ARCHITECTURES = tuple(COMPANION_RESOLUTIONS)
+
+
+class _VGGSmall(nn.Module):
+    """A plain VGG-style network (3x3 convolutions, batch norm, max pooling; about 0.55 M weights): a family none of
+    the bundled classifier's or auditors' architectures belongs to.
+    """
+
+    def __init__(self, outputs: int) -> None:
+        super().__init__()
+        def block(inputs: int, width: int) -> list[nn.Module]:
+            return [nn.Conv2d(inputs, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU()]
+
+        layers: list[nn.Module] = []
+        previous = 3
+        for width in (24, 48, 96, 192):
+            layers += [*block(previous, width), nn.MaxPool2d(2)]
+            previous = width
+        self.features = nn.Sequential(*layers, *block(previous, previous))
+        self.classifier = nn.Sequential(nn.Dropout(0.2), nn.Linear(previous, outputs))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(F.adaptive_avg_pool2d(self.features(x), 1).flatten(1))
+
+
+def _small_network(arch: str, outputs: int) -> nn.Module:
+    if arch == "densenet-small":
+        return torchvision.models.DenseNet(
+            growth_rate=16, block_config=(4, 8, 12, 8), num_init_features=32, num_classes=outputs,
+        )
+    if arch == "regnet_y_400mf":
+        return torchvision.models.regnet_y_400mf(num_classes=outputs)
+    if arch == "mobilenet_v3_small":
+        return torchvision.models.mobilenet_v3_small(num_classes=outputs)
+    if arch == "shufflenet_v2":
+        return torchvision.models.shufflenet_v2_x1_0(num_classes=outputs)
+    return _VGGSmall(outputs)
 
 
 class Auditor(nn.Module):
@@ -61,26 +100,18 @@ class Auditor(nn.Module):
 
     mean: torch.Tensor
     std: torch.Tensor
+    #: The architectures this kind of model may have, with their input resolutions.
+    resolutions = AUDITOR_RESOLUTIONS
 
     def __init__(self, findings: list[str], arch: str, resolution: int | None = None) -> None:
         super().__init__()
-        if arch not in AUDITOR_ARCHITECTURES:
-            choices = ", ".join(AUDITOR_ARCHITECTURES)
-            raise ValueError(f"unsupported auditor architecture {arch!r}; choose from {choices}")
+        if arch not in self.resolutions:
+            choices = ", ".join(self.resolutions)
+            raise ValueError(f"unsupported {type(self).__name__.lower()} architecture {arch!r}; choose from {choices}")
         self.findings = list(findings)
         self.arch = arch
-        self.resolution = resolution or AUDITOR_RESOLUTIONS[arch]
-        outputs = len(self.findings)
-        if arch == "densenet-small":
-            self.net = torchvision.models.DenseNet(
-                growth_rate=16, block_config=(4, 8, 12, 8), num_init_features=32, num_classes=outputs,
-            )
-        elif arch == "regnet_y_400mf":
-            self.net = torchvision.models.regnet_y_400mf(num_classes=outputs)
-        elif arch == "mobilenet_v3_small":
-            self.net = torchvision.models.mobilenet_v3_small(num_classes=outputs)
-        else:
-            self.net = torchvision.models.shufflenet_v2_x1_0(num_classes=outputs)
+        self.resolution = resolution or self.resolutions[arch]
+        self.net = _small_network(arch, len(self.findings))
         for module in self.net.modules():  # MobileNetV3's 0.01 lets batch statistics lag a short training run
             if isinstance(module, nn.BatchNorm2d):
                 module.momentum = 0.1
@@ -97,6 +128,16 @@ class Auditor(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.interpolate(x, size=(self.resolution, self.resolution), mode="area")
         return self.net(((x - self.mean) / self.std).expand(-1, 3, -1, -1))
+
+
+class Companion(Auditor):
+    """A steering companion: a small classifier the counterfactual search steers together with the explained one,
+    so a change must lower both their logits. Trained like an auditor but on noisy images (Gaussian noise, see
+    ``Training``), which gives a classifier smoother, more perceptually aligned input gradients (Santurkar et al.
+    2019); its architecture is none of the auditors', and it never judges.
+    """
+
+    resolutions = COMPANION_RESOLUTIONS
 
 
 class _ResBlock(nn.Module):
