@@ -15,7 +15,16 @@ import pytest
 import torch
 
 from ChestXrayCounterfactualLib.explain import counterfactual as cf
-from toy_models import SIZE, latent_direction, quadrant_mask, toy_image, toy_model_set, toy_problem
+from ChestXrayCounterfactualLib.modelset import CompanionModel
+from toy_models import (
+    SIZE,
+    QuadrantClassifier,
+    latent_direction,
+    quadrant_mask,
+    toy_image,
+    toy_model_set,
+    toy_problem,
+)
 
 pytestmark = pytest.mark.fast
 
@@ -280,3 +289,40 @@ def test_trajectory_frames_keep_the_crossing_step_and_need_enough_steps():
     assert [int(image) for image, _ in cf.trajectory_frames(seen, 7, 3)] == [0, 7, 10]
     assert [int(image) for image, _ in cf.trajectory_frames(seen, 10, 3)] == [0, 5, 10]
     assert cf.trajectory_frames(seen[:2], None, 3) is None
+
+
+def test_manifold_steps_lengthen_while_the_path_runs_straight():
+    """On the toy the gradient's direction never changes, so each step is one base step longer than the last, up to
+    ``MAX_STRIDE`` of them; the refinement then lands past the goal by at most twice its aim.
+    """
+    problem = toy_problem(toy_model_set(), toy_image(0.9), sign=-1)
+    result = cf.run(cf._descend(problem, None, 0.03, 40))
+    base = 0.03 * float(problem.latent.norm())
+    lengths = [float((b - a).norm()) / base for a, b in zip(result.path, result.path[1:], strict=False)]
+    assert len(lengths) >= cf.MAX_STRIDE
+    expected = [min(k + 1, cf.MAX_STRIDE) for k in range(len(lengths))]
+    assert lengths == pytest.approx(expected, rel=1e-4)
+    problem = toy_problem(toy_model_set(), toy_image(PRESENT), sign=-1)
+    refined = cf.run(cf.manifold_counterfactual(problem, quadrant_saliency(), None))
+    assert refined.crossed and 0 <= -(float(refined.logits[0]) - problem.goal) <= 2 * cf.OVERSHOOT + 1e-6
+
+
+def test_steering_companions_pull_the_change_toward_what_they_read():
+    """A companion whose first finding reads the bottom-right quadrant: steered with it, the descent darkens that
+    quadrant too (each model's unit gradient counts equally); without it, only the classifier's quadrant changes. The
+    explained classifier alone decides when the goal is reached.
+    """
+    companion = QuadrantClassifier(SIZE)
+    companion.features.masks = companion.features.masks.flip(-2, -1)
+    elsewhere_mask = quadrant_mask().flip(0, 1)
+    changes = {}
+    for steered in (False, True):
+        models = toy_model_set()
+        if steered:
+            models.companions = [CompanionModel("companion-toy", companion)]
+        problem = toy_problem(models, toy_image(0.55), sign=-1)
+        descent = cf.run(cf._descend(problem, None, 0.03, 40))
+        assert problem.at_goal(descent.answer.logits)
+        changes[steered] = (descent.answer.image - problem.x)[0, 0]
+    assert float(changes[False][elsewhere_mask].abs().max()) < cf.DEADBAND
+    assert float(changes[True][elsewhere_mask].mean()) < -cf.DEADBAND

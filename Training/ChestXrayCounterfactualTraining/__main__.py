@@ -5,6 +5,9 @@
     python -m ChestXrayCounterfactualTraining auditor  --data ../shared/data --run runs/aud --arch shufflenet_v2
     python -m ChestXrayCounterfactualTraining publish-auditors --data ../shared/data --run runs/aud --weights weights
         --arch shufflenet_v2 mobilenet_v3_small --drop auditor-regnet_y_400mf
+    python -m ChestXrayCounterfactualTraining companion  --data ../shared/data --run runs/comp --arch vgg-small
+    python -m ChestXrayCounterfactualTraining publish-companions --data ../shared/data --run runs/comp --weights weights
+        --arch vgg-small
     python -m ChestXrayCounterfactualTraining ood-reference --data ../shared/data --run runs/main --weights weights
     python -m ChestXrayCounterfactualTraining latent-basis --data ../shared/data --run runs/main --weights weights
 
@@ -105,6 +108,7 @@ def main(argv: list[str] | None = None) -> None:
             "autoencoder",
             "publish",
             "publish-auditors",
+            "publish-companions",
             "ood-reference",
             "latent-basis",
         ],
@@ -140,7 +144,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--noise",
         type=float,
-        default=0.1,
+        default=0.2,
         help="companion: the largest standard deviation of the Gaussian noise added to training images",
     )
     parser.add_argument(
@@ -200,8 +204,9 @@ def main(argv: list[str] | None = None) -> None:
             device=args.device,
             **extra,
         )
-    elif args.step == "publish-auditors":
-        publish_auditors(run, Path(args.weights), splits, args.arch or [], args.drop)
+    elif args.step in ("publish-auditors", "publish-companions"):
+        kind = args.step.removeprefix("publish-")
+        publish_auditors(run, Path(args.weights), splits, args.arch or [], args.drop, kind)
     elif args.step == "publish":
         unlabelled = by_split(unlabelled_records(Path(args.data), len(args.findings)), args.split_seed)
         summary = {

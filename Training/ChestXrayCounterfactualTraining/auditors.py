@@ -17,23 +17,32 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ChestXrayCounterfactualLib.modelset import Auditor, load_model_set, sha256_of
+from ChestXrayCounterfactualLib.modelset import Auditor, Companion, load_model_set, sha256_of
 
 from .classifier import predict_probabilities
 from .data import ModelSpaceDataset, Record
 from .metrics import bootstrap_ci, roc_auc, sensitivity_specificity
-from .publish import auditors_section, files_section
+from .publish import auditors_section, companions_section, files_section
 
 
 def _loader(records: list[Record]) -> torch.utils.data.DataLoader:
     return torch.utils.data.DataLoader(ModelSpaceDataset(records), batch_size=32)
 
 
-def auditor_entry(run: Path, arch: str, findings: list[str], test: list[Record]) -> tuple[dict, Path]:
-    """The model-card entry of one trained auditor (test metrics included) and its weights file."""
-    name = f"auditor-{arch}"
+#: What ``publish_auditors`` can publish: the model card's section, each file's name prefix and the network class.
+KINDS = {"auditors": ("auditor", Auditor), "companions": ("companion", Companion)}
+
+
+def auditor_entry(
+    run: Path, arch: str, findings: list[str], test: list[Record], kind: str = "auditors",
+) -> tuple[dict, Path]:
+    """The model-card entry of one trained auditor or steering companion (test metrics included) and its weights
+    file.
+    """
+    prefix, network_class = KINDS[kind]
+    name = f"{prefix}-{arch}"
     summary = json.loads((run / f"{name}_summary.json").read_text())
-    auditor = Auditor(findings, arch)
+    auditor = network_class(findings, arch)
     state = torch.load(run / f"{name}.pt", map_location="cpu", weights_only=True)
     auditor.load_state_dict({k: v.float() for k, v in state.items()})
     p, y = predict_probabilities(auditor.eval(), _loader(test), torch.device("cpu"))
@@ -56,6 +65,8 @@ def auditor_entry(run: Path, arch: str, findings: list[str], test: list[Record])
         "training": {k: summary[k] for k in ("best_epoch", "epochs_run", "validation_auc", "lr", "batch_size", "cost")},
         "test_metrics": metrics,
     }
+    if summary.get("noise"):
+        entry["training"]["noise"] = summary["noise"]
     return entry, run / f"{name}.pt"
 
 
@@ -73,23 +84,28 @@ def typical_probabilities(weights: Path, validation: list[Record]) -> dict[str, 
 
 
 def publish_auditors(
-    run: Path, weights: Path, splits: dict[str, list[Record]], archs: list[str], drop: list[str] = (),
+    run: Path,
+    weights: Path,
+    splits: dict[str, list[Record]],
+    archs: list[str],
+    drop: list[str] = (),
+    kind: str = "auditors",
 ) -> dict:
-    """Copy the auditors trained in ``run`` (``archs``) into ``weights`` and enter them, with the typical
-    probabilities, in its model card. Auditors already in the card stay, except those named in ``drop``: their
-    entries and weight files are removed.
+    """Copy the auditors (or, with ``kind="companions"``, the steering companions) trained in ``run`` (``archs``)
+    into ``weights`` and enter them, with the typical probabilities, in its model card. Those already in the card
+    stay, except those named in ``drop``: their entries and weight files are removed.
     """
     card_path = weights / "model_card.json"
     typical = typical_probabilities(weights, splits["validation"])  # loads the set: before its files change
     card = json.loads(card_path.read_text())
-    auditors = card.setdefault("auditors", {})
+    auditors = card.setdefault(kind, {})
     for name in drop:
         auditors.pop(name, None)
         removed = card["files"].pop(name, None)
         if removed:
             (weights / removed["file"]).unlink(missing_ok=True)
     for arch in archs:
-        entry, source = auditor_entry(run, arch, card["findings"], splits["test"])
+        entry, source = auditor_entry(run, arch, card["findings"], splits["test"], kind)
         target = weights / source.name
         shutil.copyfile(source, target)
         card["files"][source.stem] = {"file": target.name, "sha256": sha256_of(target), "bytes": target.stat().st_size}
@@ -98,6 +114,8 @@ def publish_auditors(
     card_path.write_text(json.dumps(card, indent=2) + "\n")
     markdown = weights / "MODEL_CARD.md"
     text = with_section(markdown.read_text(), auditors_section(card), before="## Training data")
+    if card.get("companions"):
+        text = with_section(text, companions_section(card), before="## Training data")
     markdown.write_text(with_section(text, files_section(card), before="## Attribution"))
     return card
 

@@ -282,6 +282,26 @@ Test split, same images as above:
 {typical_table}"""
 
 
+def companions_section(card: dict) -> str:
+    """The steering companions: what they are, how they were trained and their test AUCs (never an auditor's)."""
+    trained = "\n".join(
+        f"- {name}: {entry['architecture']} at {entry['resolution']} px, seed {entry['seed']}, Gaussian noise up to "
+        f"{entry['training'].get('noise', 0)} (model-space intensities) on every training image, best epoch "
+        f"{entry['training']['best_epoch']} of {entry['training']['epochs_run']}, trained on "
+        f"{entry['training']['cost']['device']} in {entry['training']['cost']['wall_seconds'] / 60:.0f} min; test AUC "
+        + ", ".join(f"{f} {m['auc']:.3f}" for f, m in entry["test_metrics"].items())
+        for name, entry in card["companions"].items()
+    )
+    return f"""## Steering companions (steer the "manifold" search; never judge)
+Small classifiers the default counterfactual search steers together with the explained classifier: each step follows
+the sum of their unit gradients, so a change must lower every steering model's logit, while only the explained
+classifier decides when the goal is reached. Trained on the training split only, on noisy images, in an architecture
+that neither the classifier nor any auditor has. They are not auditors and no verdict counts them.
+{trained}
+
+"""
+
+
 def fine_tuned(card: dict) -> str:
     """How the classifier was fine-tuned, for the card's model line (empty for a classifier trained once)."""
     training = card["classifier"]["training"]
