@@ -279,16 +279,16 @@ def test_manifold_frames_are_the_search_own_steps_from_the_input_to_the_result(d
     assert crossed[-1] and crossed == sorted(crossed), "once across the threshold, the animation stays across"
 
 
-def test_trajectory_frames_keep_the_crossing_step_and_need_enough_steps():
-    """Evenly spaced frames over the steps, the crossing step swapped in where spacing missed it; fewer steps than
-    frames: None (the caller decodes an interpolated path instead).
+def test_trajectory_frames_keep_the_crossing_step_and_every_step_of_a_short_search():
+    """Evenly spaced frames over the steps, the crossing step swapped in where spacing missed it; no more steps than
+    frames: every step (a shorter animation, never an extra network pass).
     """
     seen = [(torch.full((1,), float(k)), torch.zeros(1)) for k in range(11)]
     steps = [int(image) for image, _ in cf.trajectory_frames(seen, None, 3)]
     assert steps == [0, 5, 10]
     assert [int(image) for image, _ in cf.trajectory_frames(seen, 7, 3)] == [0, 7, 10]
     assert [int(image) for image, _ in cf.trajectory_frames(seen, 10, 3)] == [0, 5, 10]
-    assert cf.trajectory_frames(seen[:2], None, 3) is None
+    assert cf.trajectory_frames(seen[:2], None, 3) == seen[:2]
 
 
 def test_manifold_steps_lengthen_while_the_path_runs_straight():
@@ -309,7 +309,7 @@ def test_manifold_steps_lengthen_while_the_path_runs_straight():
 
 def test_steering_companions_pull_the_change_toward_what_they_read():
     """A companion whose first finding reads the bottom-right quadrant: steered with it, the descent darkens that
-    quadrant too (each model's unit gradient counts equally); without it, only the classifier's quadrant changes. The
+    quadrant too (both pull equally at the start); without it, only the classifier's quadrant changes. The
     explained classifier alone decides when the goal is reached.
     """
     companion = QuadrantClassifier(SIZE)

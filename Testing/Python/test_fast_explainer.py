@@ -58,7 +58,10 @@ def test_every_method_flips_the_finding_on_the_original_grid(explainer, method, 
     present = direction == "remove"
     assert (e.p_original >= e.threshold) == present and (e.p_counterfactual >= e.threshold) != present
     assert e.counterfactual.shape == e.difference.shape == e.saliency.shape == (ROWS, COLS)
-    assert len(e.model_frame_changes) == len(e.frame_probabilities) == 5
+    frames = len(e.model_frame_changes)
+    assert frames == len(e.frame_probabilities) and (frames == 5 or (method == "manifold" and 2 <= frames < 5)), (
+        "as many frames as asked, or (the manifold search's own steps) every step of a shorter search"
+    )
     np.testing.assert_array_equal(e.counterfactual[e.difference == 0], image.pixels[e.difference == 0])
     np.testing.assert_array_equal(e.counterfactual[FAR], image.pixels[FAR])
     assert np.abs(e.difference[e.difference != 0]).min() >= DEADBAND * WHITE * (1 - 1e-4)

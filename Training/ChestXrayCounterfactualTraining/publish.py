@@ -286,7 +286,7 @@ def companions_section(card: dict) -> str:
     """The steering companions: what they are, how they were trained and their test AUCs (never an auditor's)."""
     trained = "\n".join(
         f"- {name}: {entry['architecture']} at {entry['resolution']} px, seed {entry['seed']}, Gaussian noise up to "
-        f"{entry['training'].get('noise', 0)} (model-space intensities) on every training image, best epoch "
+        f"{entry['training'].get('noise', 0)} on every training image,\n  best epoch "
         f"{entry['training']['best_epoch']} of {entry['training']['epochs_run']}, trained on "
         f"{entry['training']['cost']['device']} in {entry['training']['cost']['wall_seconds'] / 60:.0f} min; test AUC "
         + ", ".join(f"{f} {m['auc']:.3f}" for f, m in entry["test_metrics"].items())
@@ -294,9 +294,11 @@ def companions_section(card: dict) -> str:
     )
     return f"""## Steering companions (steer the "manifold" search; never judge)
 Small classifiers the default counterfactual search steers together with the explained classifier: each step follows
-the sum of their unit gradients, so a change must lower every steering model's logit, while only the explained
-classifier decides when the goal is reached. Trained on the training split only, on noisy images, in an architecture
-that neither the classifier nor any auditor has. They are not auditors and no verdict counts them.
+the sum of their logits, each divided by the length of its gradient at the input (so every model pulls equally at the
+start), and a change must lower every steering model's logit, while only the explained classifier decides when the
+goal is reached. Trained on the training split only, on noisy images (Gaussian noise of a standard deviation drawn
+per image up to the figure below, in model-space intensities 0-1), in an architecture that neither the classifier
+nor any auditor has. They are not auditors and no verdict counts them.
 {trained}
 
 """

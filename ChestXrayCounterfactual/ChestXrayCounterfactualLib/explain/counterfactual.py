@@ -433,14 +433,14 @@ class _Descent:
 
 def trajectory_frames(
     seen: list[tuple[torch.Tensor, torch.Tensor]], crossing: int | None, frames: int,
-) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
-    """``frames`` of the (image, logits) a search visited, from the input to its result, evenly spaced and always
-    holding the first step across the threshold (``crossing``); None when it visited fewer than ``frames``.
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """At most ``frames`` of the (image, logits) a search visited, from the input to its result, evenly spaced and
+    always holding the first step across the threshold (``crossing``); every step when it visited no more.
 
     The animation then shows the path the search really took, at no extra network pass.
     """
-    if len(seen) < frames:
-        return None
+    if len(seen) <= frames:
+        return list(seen)
     chosen = sorted({round(t * (len(seen) - 1) / (frames - 1)) for t in range(frames)})
     if crossing is not None and crossing not in chosen:
         inner = range(1, len(chosen) - 1)
@@ -451,8 +451,8 @@ def trajectory_frames(
 
 
 def _steering(problem: LatentProblem) -> Objective:
-    """The objective a "manifold" step follows: the finding's logit of the explained classifier and of each steering
-    companion of the model set (``ModelSet.companions``), one row each.
+    """The finding's logit of the explained classifier and of each steering companion of the model set
+    (``ModelSet.companions``), one row each.
     """
     finding = problem.models.findings[problem.target]
     companions = [(c.network, c.network.findings.index(finding)) for c in problem.models.companions]
@@ -464,27 +464,27 @@ def _steering(problem: LatentProblem) -> Objective:
     return objective
 
 
-def _direction(gradients: torch.Tensor, basis: torch.Tensor | None) -> torch.Tensor:
-    """The step direction from one gradient row per steering model: each projected onto ``basis`` and scaled to unit
-    length, so every model pulls equally, then summed (zero when every projection is zero). With one model, its
-    projected gradient as it is.
+def _pulling_equally(
+    rows: Objective, gradients: torch.Tensor, basis: torch.Tensor | None,
+) -> tuple[Objective, torch.Tensor]:
+    """The steering models' logits summed, each divided by the length of its projected gradient (``gradients``, one row
+    per model, at the input): one objective in which every model pulls equally at the start, so a change must lower
+    all their logits, and one backward pass a step instead of one per model. Returns it and its gradient at the input.
     """
-    if len(gradients) == 1:
-        return project(gradients[0], basis)
-    total = torch.zeros_like(gradients[0])
-    for row in gradients:
-        projected = project(row, basis)
-        norm = projected.norm()
-        if norm > 0:
-            total = total + projected / norm
-    return total
+    norms = torch.stack([project(row, basis).norm() for row in gradients])
+    weights = torch.where(norms > 0, 1 / norms.clamp_min(1e-12), torch.zeros_like(norms))
+
+    def objective(image: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        return (rows(image, logits) * weights).sum()[None]
+
+    return objective, (gradients * weights.view(-1, *[1] * (gradients.dim() - 1))).sum(0)
 
 
 def _descend(problem: LatentProblem, basis: torch.Tensor | None, step: float, max_steps: int) -> Steps[_Descent]:
-    """Normalised gradient steps of the finding's logit (the explained classifier's, and the steering companions' when
-    the model set has some: ``_direction``), projected onto ``basis``, until the explained classifier reaches the goal
-    (or ``max_steps`` steps of ``step`` x |z0| have been walked, or a step would pass the change budget: then the last
-    step within it).
+    """Normalised gradient steps of the finding's logit (of the explained classifier, pulled equally with the steering
+    companions when the model set has some: ``_pulling_equally``), projected onto ``basis``, until the explained
+    classifier reaches the goal (or ``max_steps`` steps of ``step`` x |z0| have been walked, or a step would pass the
+    change budget: then the last step within it).
 
     The walk follows the gradient's path, only sampled more sparsely where the path is straight: while consecutive
     directions agree (cosine above ``STRAIGHT``) each step is one ``step`` longer than the last, up to ``MAX_STRIDE``
@@ -493,7 +493,7 @@ def _descend(problem: LatentProblem, basis: torch.Tensor | None, step: float, ma
     convinced them less often (Testing/benchmarks/README.md).
     """
     z0, scale = problem.latent, float(problem.latent.norm())
-    objective = _steering(problem)
+    rows = objective = _steering(problem)
     z, path, crossing = z0, [z0], None
     seen: list[tuple[torch.Tensor, torch.Tensor]] = []
     kept: Answer | None = None  # the answer at the last step within the change budget
@@ -509,7 +509,10 @@ def _descend(problem: LatentProblem, basis: torch.Tensor | None, step: float, ma
             crossing = len(path) - 1
         if problem.at_goal(answer.logits) or walked >= max_steps:
             return _Descent(path, seen, answer, crossing)
-        direction = _direction(answer.gradients, basis)
+        gradient = answer.gradients[0]
+        if objective is rows and len(answer.gradients) > 1:
+            objective, gradient = _pulling_equally(rows, answer.gradients, basis)
+        direction = project(gradient, basis)
         norm = direction.norm()
         if norm == 0:
             return _Descent(path, seen, answer, crossing)
@@ -594,6 +597,7 @@ def manifold_counterfactual(
         "region_quantile": low,
         "region_area": round(float(region.mean()), 4),
         "manifold_dimensions": None if basis is None else int(basis.shape[0]),
+        "steering_companions": [companion.name for companion in problem.models.companions],
     }
     if result.crossed and not local.at_goal(answer.logits):
         result.details["short_of_typical"] = True

@@ -49,7 +49,12 @@ def add_options(parent: argparse.ArgumentParser) -> None:
         help=f"how far the counterfactual goes (default {methods.DEFAULT_STRENGTH} where the model set stores typical "
         "probabilities, else threshold): " + methods.help_text(methods.STRENGTHS),
     )
-    parent.add_argument("--frames", type=int, default=DEFAULT_FRAMES, help="frames of the animation")
+    parent.add_argument(
+        "--frames",
+        type=int,
+        default=DEFAULT_FRAMES,
+        help="frames of the animation, at most (the default method shows its search's steps: fewer if it took fewer)",
+    )
     _add_choice(parent, "--precision", "arithmetic of the search", methods.PRECISIONS, methods.DEFAULT_PRECISION)
     parent.add_argument("--overwrite", action="store_true", help="redo inputs whose output folder exists")
     parent.add_argument("--anonymize", action="store_true", help="keep no DICOM UIDs or input folder in the outputs")
