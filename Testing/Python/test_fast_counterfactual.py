@@ -293,15 +293,18 @@ def test_trajectory_frames_keep_the_crossing_step_and_every_step_of_a_short_sear
 
 def test_manifold_steps_lengthen_while_the_path_runs_straight():
     """On the toy the gradient's direction never changes, so each step is one base step longer than the last, up to
-    ``MAX_STRIDE`` of them; the refinement then lands past the goal by at most twice its aim.
+    ``MAX_STRIDE`` of them; a long step that would pass the change budget is taken again as one base step, and the walk
+    ends within the budget. The refinement then lands past the goal by at most twice its aim.
     """
     problem = toy_problem(toy_model_set(), toy_image(0.9), sign=-1)
     result = cf.run(cf._descend(problem, None, 0.03, 40))
     base = 0.03 * float(problem.latent.norm())
     lengths = [float((b - a).norm()) / base for a, b in zip(result.path, result.path[1:], strict=False)]
-    assert len(lengths) >= cf.MAX_STRIDE
-    expected = [min(k + 1, cf.MAX_STRIDE) for k in range(len(lengths))]
-    assert lengths == pytest.approx(expected, rel=1e-4)
+    assert lengths[: cf.MAX_STRIDE] == pytest.approx(list(range(1, cf.MAX_STRIDE + 1)), rel=1e-4)
+    assert max(lengths) <= cf.MAX_STRIDE * (1 + 1e-4)
+    assert not problem.at_goal(result.answer.logits), "the toy's goal lies beyond the change budget"
+    assert lengths[-1] == pytest.approx(1, rel=1e-4), "the last step before the budget is a base step"
+    assert float((result.answer.image - problem.x).abs().mean()) <= cf.MAX_MEAN_CHANGE
     problem = toy_problem(toy_model_set(), toy_image(PRESENT), sign=-1)
     refined = cf.run(cf.manifold_counterfactual(problem, quadrant_saliency(), None))
     assert refined.crossed and 0 <= -(float(refined.logits[0]) - problem.goal) <= 2 * cf.OVERSHOOT + 1e-6

@@ -497,12 +497,19 @@ def _descend(problem: LatentProblem, basis: torch.Tensor | None, step: float, ma
     z, path, crossing = z0, [z0], None
     seen: list[tuple[torch.Tensor, torch.Tensor]] = []
     kept: Answer | None = None  # the answer at the last step within the change budget
-    stride, walked, previous = 1, 0, None
+    stride, walked, previous = 1, 0, torch.zeros_like(z0)  # the last step's unit direction (none yet)
     while True:
         answer = yield from problem.judge(z, objective)
         assert answer.gradients is not None
         if kept is not None and float((answer.image - problem.x).abs().mean()) > MAX_MEAN_CHANGE:
-            return _Descent(path[:-1], seen, kept, crossing)
+            if stride == 1:
+                return _Descent(path[:-1], seen, kept, crossing)
+            path.pop()  # a long step passed the budget: try one base step from the last point instead
+            walked -= stride - 1
+            stride = 1
+            z = path[-1] + problem.sign * step * scale * previous
+            path.append(z)
+            continue
         kept = answer
         seen.append((answer.image, answer.logits))
         if crossing is None and problem.crossed(answer.logits):
@@ -517,8 +524,7 @@ def _descend(problem: LatentProblem, basis: torch.Tensor | None, step: float, ma
         if norm == 0:
             return _Descent(path, seen, answer, crossing)
         direction = direction / norm
-        if previous is not None:
-            stride = min(stride + 1, MAX_STRIDE) if float((direction * previous).sum()) > STRAIGHT else 1
+        stride = min(stride + 1, MAX_STRIDE) if float((direction * previous).sum()) > STRAIGHT else 1
         previous = direction
         z = z + problem.sign * stride * step * scale * direction
         walked += stride
