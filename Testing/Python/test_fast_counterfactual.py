@@ -329,3 +329,23 @@ def test_steering_companions_pull_the_change_toward_what_they_read():
         changes[steered] = (descent.answer.image - problem.x)[0, 0]
     assert float(changes[False][elsewhere_mask].abs().max()) < cf.DEADBAND
     assert float(changes[True][elsewhere_mask].mean()) < -cf.DEADBAND
+
+
+def test_a_companion_that_blocks_the_crossing_gives_way_to_the_classifier_alone():
+    """A companion that reads the classifier's quadrant the other way round pulls exactly against it, so steered
+    together nothing moves; the search then runs steered by the classifier alone, crosses, and says so.
+    """
+    against = QuadrantClassifier(SIZE)
+    with torch.no_grad():
+        against.head.weight.neg_()
+        against.head.bias.neg_()
+    models = toy_model_set()
+    models.companions = [CompanionModel("companion-against", against)]
+    problem = toy_problem(models, toy_image(PRESENT), sign=-1)
+    result = cf.run(cf.manifold_counterfactual(problem, quadrant_saliency(), None))
+    assert result.crossed and result.details["steering_companions"] == []
+    steered = toy_model_set()
+    steered.companions = [CompanionModel("companion-toy", QuadrantClassifier(SIZE))]
+    problem = toy_problem(steered, toy_image(PRESENT), sign=-1)
+    result = cf.run(cf.manifold_counterfactual(problem, quadrant_saliency(), None))
+    assert result.crossed and result.details["steering_companions"] == ["companion-toy"]

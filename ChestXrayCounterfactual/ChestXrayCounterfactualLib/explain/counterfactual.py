@@ -450,12 +450,12 @@ def trajectory_frames(
     return [seen[k] for k in chosen]
 
 
-def _steering(problem: LatentProblem) -> Objective:
-    """The finding's logit of the explained classifier and of each steering companion of the model set
+def _steering(problem: LatentProblem, steered: bool = True) -> Objective:
+    """The finding's logit of the explained classifier and (``steered``) of each steering companion of the model set
     (``ModelSet.companions``), one row each.
     """
     finding = problem.models.findings[problem.target]
-    companions = [(c.network, c.network.findings.index(finding)) for c in problem.models.companions]
+    companions = [(c.network, c.network.findings.index(finding)) for c in problem.models.companions if steered]
 
     def objective(image: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
         rows = [logits[problem.target]] + [network(image)[0, index].float() for network, index in companions]
@@ -480,11 +480,14 @@ def _pulling_equally(
     return objective, (gradients * weights.view(-1, *[1] * (gradients.dim() - 1))).sum(0)
 
 
-def _descend(problem: LatentProblem, basis: torch.Tensor | None, step: float, max_steps: int) -> Steps[_Descent]:
+def _descend(
+    problem: LatentProblem, basis: torch.Tensor | None, step: float, max_steps: int, steered: bool = True,
+) -> Steps[_Descent]:
     """Normalised gradient steps of the finding's logit (of the explained classifier, pulled equally with the steering
-    companions when the model set has some: ``_pulling_equally``), projected onto ``basis``, until the explained
-    classifier reaches the goal (or ``max_steps`` steps of ``step`` x |z0| have been walked, or a step would pass the
-    change budget: then the last step within it).
+    companions when the model set has some and ``steered``: ``_pulling_equally``), projected onto ``basis``, until
+    the explained classifier reaches the goal (or ``max_steps`` steps of ``step`` x |z0| have been walked, or a base
+    step would pass the change budget: then the last step within it; a longer step that would is taken again as one
+    base step).
 
     The walk follows the gradient's path, only sampled more sparsely where the path is straight: while consecutive
     directions agree (cosine above ``STRAIGHT``) each step is one ``step`` longer than the last, up to ``MAX_STRIDE``
@@ -494,7 +497,7 @@ def _descend(problem: LatentProblem, basis: torch.Tensor | None, step: float, ma
     them less often (Testing/benchmarks/README.md).
     """
     z0, scale = problem.latent, float(problem.latent.norm())
-    rows = objective = _steering(problem)
+    rows = objective = _steering(problem, steered)
     z, path, crossing = z0, [z0], None
     seen: list[tuple[torch.Tensor, torch.Tensor]] = []
     kept: Answer | None = None  # the answer at the last step within the change budget
@@ -573,17 +576,19 @@ def manifold_counterfactual(
     onto the principal subspace of the training latents (``basis``), with the change confined to the classifier's
     most salient region (above the ``region_low`` quantile, soft edge; the whole image if the goal cannot be reached
     there), until the goal is reached; regula falsi between the last two steps then finds the smallest step that
-    reaches it.
+    reaches it. The steps follow the steering companions too; where that cannot cross the threshold within the change
+    budget (in either region), the classifier alone steers, so a companion never costs a flip.
 
     A plain latent gradient lets through tiny edits that only the steering classifier reacts to; restricted to
     the directions in which real radiographs vary, the same descent makes changes that independent models see too
     (Testing/benchmarks/README.md).
     """
     evaluations = 0
-    for low in (region_low, 0.0):
+    steering = (True, False) if problem.models.companions else (False,)
+    for steered, low in [(steered, low) for steered in steering for low in (region_low, 0.0)]:
         region = saliency_region(saliency, problem.valid, low, min(low + 0.15, 0.99)) if low else problem.valid
         local = replace(problem, region=region, evaluations=0)
-        descent = yield from _descend(local, basis, step, max_steps)
+        descent = yield from _descend(local, basis, step, max_steps, steered)
         evaluations += local.evaluations
         if local.crossed(descent.answer.logits):
             break
@@ -604,7 +609,7 @@ def manifold_counterfactual(
         "region_quantile": low,
         "region_area": round(float(region.mean()), 4),
         "manifold_dimensions": None if basis is None else int(basis.shape[0]),
-        "steering_companions": [companion.name for companion in problem.models.companions],
+        "steering_companions": [companion.name for companion in problem.models.companions if steered],
     }
     if result.crossed and not local.at_goal(answer.logits):
         result.details["short_of_typical"] = True
