@@ -9,6 +9,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 
@@ -55,6 +56,17 @@ def verified_tensors(directory: Path, entry: dict) -> dict:
         raise WeightsError(f"model file {path} cannot be loaded safely ({type(error).__name__})") from None
 
 
+_Network = TypeVar("_Network", bound=torch.nn.Module)
+
+
+def _frozen(network: _Network, directory: Path, entry: dict) -> _Network:
+    """``network`` with the verified weights of the card's file ``entry`` (as float32), in eval mode, without
+    gradients: how every network of the set is loaded.
+    """
+    network.load_state_dict({k: v.float() for k, v in verified_tensors(directory, entry).items()})
+    return network.eval().requires_grad_(False)
+
+
 def load_bundled(weights_dir: str | Path | None = None) -> ModelSet:
     """Load and verify the model set described by ``weights_dir/model_card.json``."""
     directory = Path(weights_dir) if weights_dir else default_weights_dir()
@@ -63,26 +75,25 @@ def load_bundled(weights_dir: str | Path | None = None) -> ModelSet:
         raise WeightsError(f"no model card at {card_path}; the weights folder is incomplete")
     card = json.loads(card_path.read_text())
     files = card["files"]
-    classifier = Classifier(card["findings"], card["classifier"]["architecture"])
-    classifier.load_state_dict({k: v.float() for k, v in verified_tensors(directory, files["classifier"]).items()})
-    autoencoder = Autoencoder(card["autoencoder"]["latent_channels"], tuple(card["autoencoder"]["widths"]))
-    autoencoder.load_state_dict({k: v.float() for k, v in verified_tensors(directory, files["autoencoder"]).items()})
+    findings = card["findings"]
+    classifier = _frozen(Classifier(findings, card["classifier"]["architecture"]), directory, files["classifier"])
+    autoencoder = _frozen(
+        Autoencoder(card["autoencoder"]["latent_channels"], tuple(card["autoencoder"]["widths"])),
+        directory,
+        files["autoencoder"],
+    )
     directions = {}
     if "directions" in files:
         directions = {k: v.float() for k, v in verified_tensors(directory, files["directions"]).items()}
     basis = verified_tensors(directory, files["latent_basis"])["basis"].float() if "latent_basis" in files else None
-    auditors = []
-    for name, entry in card.get("auditors", {}).items():
-        network = Auditor(card["findings"], entry["architecture"])
-        network.load_state_dict({k: v.float() for k, v in verified_tensors(directory, files[name]).items()})
-        auditors.append(AuditorModel(name, network.eval().requires_grad_(False), entry["thresholds"]))
-    companions = []
-    for name, entry in card.get("companions", {}).items():
-        network = Companion(card["findings"], entry["architecture"])
-        network.load_state_dict({k: v.float() for k, v in verified_tensors(directory, files[name]).items()})
-        companions.append(CompanionModel(name, network.eval().requires_grad_(False)))
-    for module in (classifier, autoencoder):
-        module.eval().requires_grad_(False)
+    auditors = [
+        AuditorModel(name, _frozen(Auditor(findings, e["architecture"]), directory, files[name]), e["thresholds"])
+        for name, e in card.get("auditors", {}).items()
+    ]
+    companions = [
+        CompanionModel(name, _frozen(Companion(findings, e["architecture"]), directory, files[name]))
+        for name, e in card.get("companions", {}).items()
+    ]
     return ModelSet(
         classifier,
         autoencoder,
